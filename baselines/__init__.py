@@ -1,0 +1,1 @@
+"""Learning and judging: d3rlpy learners, mixed-batch sampler, training loop, evaluation, comparisons."""

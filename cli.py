@@ -1,0 +1,87 @@
+"""The ``augment`` command line: parse options -> config dataclass -> library call -> short table.
+
+Each room owns its commands (``stores.commands``, ``baselines.commands``, ``augment.commands``); this module
+only builds the group, registers them, and turns :class:`stores.errors.UserInputError` (and other expected
+failures) into one clear line and a non-zero exit, with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from stores.errors import UserInputError
+
+
+def _quiet_libraries() -> None:
+    """Silence d3rlpy's structlog chatter and gymnasium warnings below WARNING."""
+    try:
+        import structlog
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Data augmentation for offline RL with diffusion models.
+
+    \b
+    Start here:
+      augment datasets list                      what datasets exist and where they come from
+      augment datasets build hopper-medium-replay --profile smoke
+      augment train --policy td3bc --dataset hopper-medium-replay
+      augment dydiff --policy td3bc --dataset hopper-medium-replay
+      augment compare --help                     did augmentation help? (seeds, IQM, CIs)
+
+    Profiles: 'smoke' (seconds, for tests), 'cpu' (default without CUDA; scaled down), 'paper'
+    (the papers' settings; needs a GPU).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    _quiet_libraries()
+
+
+def _register() -> None:
+    for module_name in ("stores.commands", "baselines.commands", "augment.commands"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(cli)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the group and map expected errors to one line and exit code 2."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="augment", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (UserInputError, FileNotFoundError) as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

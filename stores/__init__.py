@@ -1,0 +1,1 @@
+"""Data at rest: dataset registry and recipes, record types, Zarr replay stores, converters."""
