@@ -1,6 +1,7 @@
 """The ``augment`` command line: parse options -> config dataclass -> library call -> short table.
 
-Each room owns its commands (``stores.commands``, ``baselines.commands``, ``augment.commands``); this module
+Each room owns its commands (``stores.dataset_commands``, ``stores.store_commands``,
+``baselines.commands``, ``augment.commands``); this module
 only builds the group, registers them, and turns :class:`stores.errors.UserInputError` (and other expected
 failures) into one clear line and a non-zero exit, with the traceback only under ``--debug``.
 """
@@ -49,7 +50,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    for module_name in ("stores.commands", "baselines.commands", "augment.commands"):
+    rooms = ("stores.dataset_commands", "stores.store_commands", "baselines.commands", "augment.commands")
+    for module_name in rooms:
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

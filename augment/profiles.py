@@ -1,4 +1,4 @@
-"""Named compute budgets: ``smoke`` (seconds; tests), ``cpu`` (default without CUDA), ``paper`` (papers' settings).
+"""Named compute budgets: ``smoke`` (tests), ``cpu`` (default without CUDA), ``paper`` (papers' settings).
 
 Each room keeps its own budget table keyed by profile name (a recipe's env steps, a denoiser's width, a
 learner's updates), chosen with :func:`by_profile`. This module only names the profiles, picks the default
