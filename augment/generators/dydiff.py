@@ -150,7 +150,7 @@ class DyDiffConfig:
         rollout_batch = by_profile(profile, smoke=16, cpu=256, paper=2048)
         rollout_length = by_profile(profile, smoke=8, cpu=32, paper=100)
         interval = by_profile(profile, smoke=50, cpu=500, paper=500)
-        steps = by_profile(profile, smoke=100, cpu=20_000, paper=1_000_000)
+        steps = by_profile(profile, smoke=100, cpu=100_000, paper=1_000_000)
         sample_batch = by_profile(profile, smoke=16, cpu=256, paper=2048)
         max_synthetic = by_profile(profile, smoke=20_000, cpu=400_000, paper=2_000_000)
         notes: tuple[str, ...] = ()

@@ -1,0 +1,286 @@
+"""``augment dydiff`` and ``augment diagnose dydiff``: options -> config dataclasses -> library calls.
+
+* :func:`run_dydiff` trains (or loads from cache) the world models and the trajectory diffusion model,
+  then trains a learner through :func:`baselines.loop.train` with DyDiff rollouts every
+  ``rollout_interval`` updates; the run directory holds the synthetic store.
+* :func:`run_diagnose` is the Appendix D.3 / E.5 experiment against MuJoCo (:mod:`augment.diagnose`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from augment.generators.dydiff import FILTERS, DyDiffConfig, DyDiffGenerator
+from augment.profiles import profile_banner, resolve_profile
+
+LEARNER_CHOICES = ("td3bc", "cql", "iql")
+#: Updates of the learner that makes the diagnostics' learning policy, per profile.
+DIAGNOSE_POLICY_STEPS = {"smoke": 50, "cpu": 5000, "paper": 100_000}
+
+
+def _echo(quiet: bool, text: str) -> None:
+    if not quiet:
+        click.echo(text)
+
+
+def dydiff_config(dataset_name: str, *, profile: str, filter: str | None = None,
+                  iterations: int | None = None, rollout_length: int | None = None,
+                  real_ratio: float | None = None, steps: int | None = None,
+                  rollout_batch: int | None = None, rollout_interval: int | None = None,
+                  eta: float | None = None) -> DyDiffConfig:
+    """Table 4 defaults for the dataset and profile (:meth:`DyDiffConfig.for_profile`) with overrides."""
+    cfg = DyDiffConfig.for_profile(profile, dataset_name)
+    overrides = {k: v for k, v in {
+        "filter": filter, "iterations": iterations, "rollout_length": rollout_length,
+        "real_ratio": real_ratio, "steps": steps, "rollout_batch": rollout_batch,
+        "rollout_interval": rollout_interval, "eta": eta}.items() if v is not None}
+    if "rollout_batch" in overrides:
+        overrides["sample_batch"] = min(cfg.sample_batch, int(overrides["rollout_batch"]))
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def train_config(cfg: DyDiffConfig, *, profile: str, seed: int) -> Any:
+    """The loop's :class:`baselines.loop.TrainConfig`: the profile's evaluation budget with DyDiff's
+    steps, batch, real ratio, rollout schedule and synthetic buffer."""
+    from baselines.loop import TrainConfig
+
+    return TrainConfig.for_profile(
+        profile, steps=cfg.steps, batch_size=cfg.batch_size, real_ratio=cfg.real_ratio, seed=seed,
+        rollout_interval=cfg.rollout_interval, rollout_batch=cfg.rollout_batch,
+        max_synthetic=cfg.max_synthetic)
+
+
+def make_dydiff_generator(dataset: Any, cfg: DyDiffConfig, *, progress: bool = True) -> DyDiffGenerator:
+    """A fitted :class:`DyDiffGenerator` for ``dataset`` (models from the cache when present)."""
+    gen = DyDiffGenerator(cfg, progress=progress)
+    gen.fit(dataset)
+    return gen
+
+
+def record_store_attrs(run_dir: Path, generator: DyDiffGenerator, dataset: Any, *, learner: str,
+                       seed: int) -> None:
+    """Write the generator's attributes (M, filter, eta, ...) into the run's ``synthetic.zarr``.
+
+    Called before training (creating the store, which the loop then opens for appending, so even an
+    interrupted run's store says how it was made) and again after it.
+    """
+    from stores.replay import ReplayStore
+
+    path = Path(run_dir) / "synthetic.zarr"
+    attrs = {"dataset": dataset.name, "dataset_hash": dataset.content_hash, "learner": learner,
+             "seed": seed, **generator.store_attrs()}
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ReplayStore.create(path, observation_size=dataset.observation_size,
+                           action_size=dataset.action_size, attrs=attrs).close()
+        return
+    with ReplayStore.open(path, mode="a") as store:
+        store.update_attrs(**attrs)
+
+
+def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, seed: int = 0,
+               filter: str | None = None, iterations: int | None = None, rollout_length: int | None = None,
+               real_ratio: float | None = None, steps: int | None = None, out: Path | None = None,
+               progress: bool = True) -> tuple[Any, Path]:
+    """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir)."""
+    from stores.datasets import load_dataset
+
+    from baselines.learners import check_learner
+    from baselines.loop import train
+
+    quiet = not progress
+    check_learner(learner)
+    profile = resolve_profile(profile)
+    banner = profile_banner(profile)
+    if banner:
+        _echo(quiet, banner)
+    dataset = load_dataset(dataset_name, profile=profile, progress=progress)
+    cfg = dydiff_config(dataset.name, profile=profile, filter=filter, iterations=iterations,
+                        rollout_length=rollout_length, real_ratio=real_ratio, steps=steps)
+    for line in cfg.explain():
+        _echo(quiet, line)
+    run_dir = Path(out) if out is not None else (
+        Path("runs") / f"dydiff-{learner}-{dataset.name}-{profile}-s{seed}")
+    t0 = time.perf_counter()
+    generator = make_dydiff_generator(dataset, cfg, progress=progress)
+    fit_seconds = time.perf_counter() - t0
+    _echo(quiet, f"world + diffusion models ready in {fit_seconds:.1f} s "
+                 f"({generator.network_evaluations()['total']} network evaluations per trajectory)")
+    extra = {"dydiff": cfg.to_json(), "generator": generator.store_attrs(),
+             "world_model": dataclasses.asdict(generator.world_config()),
+             "diffusion": dataclasses.asdict(generator.diffusion_config()),
+             "model_fit_seconds": fit_seconds}
+    record_store_attrs(run_dir, generator, dataset, learner=learner, seed=seed)
+    result = train(dataset, learner, train_config(cfg, profile=profile, seed=seed), run_dir,
+                   generator=generator, progress=progress, extra_config=extra)
+    record_store_attrs(run_dir, generator, dataset, learner=learner, seed=seed)
+    return result, run_dir
+
+
+def run_diagnose(dataset_name: str, *, profile: str | None = None, learner: str = "td3bc",
+                 policy_steps: int | None = None, starts: int = 64, max_iterations: int = 3,
+                 seed: int = 0, out: Path | None = None, progress: bool = True) -> tuple[Any, Path]:
+    """Train the learning policy on the real data, fit DyDiff's models and compare them with MuJoCo."""
+    from stores.datasets import load_dataset
+
+    from augment.diagnose import DiagnoseConfig, run_diagnosis, write_diagnosis
+    from baselines.learners import check_learner
+
+    quiet = not progress
+    check_learner(learner)
+    profile = resolve_profile(profile)
+    banner = profile_banner(profile)
+    if banner:
+        _echo(quiet, banner)
+    dataset = load_dataset(dataset_name, profile=profile, progress=progress)
+    cfg = DyDiffConfig.for_profile(profile, dataset.name)
+    steps = policy_steps if policy_steps is not None else DIAGNOSE_POLICY_STEPS[profile]
+    dcfg = DiagnoseConfig(starts=starts, max_iterations=max_iterations, seed=seed, policy_steps=steps)
+    generator = make_dydiff_generator(dataset, cfg, progress=progress)
+    policy = train_policy(dataset, learner, steps, seed=seed, progress=progress)
+    result = run_diagnosis(dataset, policy, generator.world, generator.diffusion, dcfg)
+    result.meta = {"learner": learner, "policy_steps": steps, "profile": profile, "seed": seed,
+                   "diffusion_horizon": int(generator.diffusion.horizon)}
+    out_dir = Path(out) if out is not None else (
+        Path("runs") / f"diagnose-dydiff-{dataset.name}-{profile}-s{seed}")
+    write_diagnosis(result, out_dir)
+    return result, out_dir
+
+
+def train_policy(dataset: Any, learner: str, steps: int, *, seed: int = 0, progress: bool = True) -> Any:
+    """``steps`` updates of ``learner`` on the real transitions only; returns its rollout policy."""
+    from tqdm import tqdm
+
+    from baselines.learners import make_learner, rollout_policy
+    from baselines.sampler import MixedSampler
+    from baselines.seeding import derive_seed, seed_everything
+
+    seed_everything(seed)
+    algo = make_learner(learner, dataset, seed=seed, total_steps=steps)
+    sampler = MixedSampler(dataset.transitions, batch_size=256, real_ratio=1.0,
+                           seed=derive_seed(seed, "diagnose-sampler"))
+    for _ in tqdm(range(steps), desc=f"{learner} policy", disable=not progress, leave=False):
+        algo.update(sampler.sample())
+    return rollout_policy(algo, learner)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    width = {k: max(len(k), *(len(_fmt(r.get(k))) for r in rows)) for k in keys}
+    lines = ["  ".join(k.rjust(width[k]) for k in keys)]
+    lines += ["  ".join(_fmt(r.get(k)).rjust(width[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if not np.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# click
+# ----------------------------------------------------------------------------------------------------
+
+@click.command("dydiff")
+@click.option("--policy", "learner", type=click.Choice(LEARNER_CHOICES), required=True,
+              help="Base offline RL learner DyDiff augments.")
+@click.option("--dataset", required=True, help="Dataset name or alias (augment datasets list), or a file.")
+@click.option("--profile", default=None, help="smoke | cpu | paper (default: paper with CUDA, else cpu).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--filter", "filter_kind", type=click.Choice(FILTERS), default=None,
+              help="Reward filter (default softmax, as in the paper).")
+@click.option("--iterations", "-M", type=int, default=None, help="Refinement iterations M (2; 1 on maze2d).")
+@click.option("--rollout-length", "-L", type=int, default=None, help="Rollout length L (paper 100).")
+@click.option("--real-ratio", type=float, default=None, help="Share of real data per batch (0.6).")
+@click.option("--steps", type=int, default=None, help="Learner updates (profile default).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
+@click.option("--quiet", is_flag=True, help="No progress bars or banners.")
+def dydiff_command(learner: str, dataset: str, profile: str | None, seed: int, filter_kind: str | None,
+                   iterations: int | None, rollout_length: int | None, real_ratio: float | None,
+                   steps: int | None, out: Path | None, quiet: bool) -> None:
+    """Train LEARNER on DATASET augmented with DyDiff rollouts (Algorithm 1 of the DyDiff paper).
+
+    \b
+    Example:
+      augment dydiff --policy td3bc --dataset hopper-medium-replay --profile cpu
+    """
+    result, run_dir = run_dydiff(learner, dataset, profile=profile, seed=seed, filter=filter_kind,
+                                 iterations=iterations, rollout_length=rollout_length,
+                                 real_ratio=real_ratio, steps=steps, out=out, progress=not quiet)
+    summary = _run_summary(result, run_dir)
+    click.echo(_table([summary]))
+    click.echo(f"run directory: {run_dir}")
+
+
+def _run_summary(result: Any, run_dir: Path) -> dict[str, Any]:
+    """A one-row table: final score, rounds, synthetic transitions in the store, wall-time shares."""
+    from stores.replay import ReplayStore
+
+    row: dict[str, Any] = {}
+    row["steps"] = int(result.steps)
+    row["normalized"] = float(result.final_normalized)
+    row["return"] = float(result.final_return)
+    row["rounds"] = int(result.rounds)
+    store_path = Path(run_dir) / "synthetic.zarr"
+    if store_path.exists():
+        with ReplayStore.open(store_path) as store:
+            row["synthetic"] = len(store)
+    times = getattr(result, "times", None)
+    if isinstance(times, dict) and times.get("total"):
+        for key in ("generate", "update", "evaluate"):
+            if key in times:
+                row[f"{key} %"] = 100.0 * float(times[key]) / float(times["total"])
+        row["total s"] = float(times["total"])
+    return row
+
+
+@click.group("diagnose")
+def diagnose_group() -> None:
+    """Diagnostics of generators against the real simulator."""
+
+
+@diagnose_group.command("dydiff")
+@click.option("--dataset", required=True, help="A MuJoCo locomotion dataset (hopper/walker2d/halfcheetah).")
+@click.option("--profile", default=None, help="smoke | cpu | paper.")
+@click.option("--policy", "learner", type=click.Choice(LEARNER_CHOICES), default="td3bc", show_default=True,
+              help="Learner trained on the real data to make the learning policy.")
+@click.option("--policy-steps", type=int, default=None,
+              help="Updates of that learner (smoke 50, cpu 5000, paper 100k).")
+@click.option("--starts", type=int, default=64, show_default=True, help="Real start states.")
+@click.option("--max-iterations", type=int, default=3, show_default=True, help="Largest M (curves 0..M).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory.")
+@click.option("--quiet", is_flag=True, help="No progress bars or banners.")
+def diagnose_dydiff_command(dataset: str, profile: str | None, learner: str, policy_steps: int | None,
+                            starts: int, max_iterations: int, seed: int, out: Path | None,
+                            quiet: bool) -> None:
+    """Per-step state error of single-step vs. DyDiff-refined rollouts against MuJoCo (App. D.3/E.5)."""
+    result, out_dir = run_diagnose(dataset, profile=profile, learner=learner, policy_steps=policy_steps,
+                                   starts=starts, max_iterations=max_iterations, seed=seed, out=out,
+                                   progress=not quiet)
+    click.echo(_table(result.summary_rows()))
+    click.echo(f"wrote {out_dir / 'diagnose.json'} and {out_dir / 'diagnose.png'}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``dydiff`` and the ``diagnose`` group to the ``augment`` CLI (other rooms may add to it)."""
+    if "dydiff" not in group.commands:
+        group.add_command(dydiff_command)
+    existing = group.commands.get("diagnose")
+    if isinstance(existing, click.Group):
+        existing.add_command(diagnose_dydiff_command)
+    else:
+        group.add_command(diagnose_group)
+
+
+__all__ = ["dydiff_config", "make_dydiff_generator", "register", "run_diagnose", "run_dydiff",
+           "train_config", "train_policy"]
