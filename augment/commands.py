@@ -73,7 +73,7 @@ def record_store_attrs(run_dir: Path, generator: DyDiffGenerator, dataset: Any, 
     from stores.replay import ReplayStore
 
     path = Path(run_dir) / "synthetic.zarr"
-    attrs = {"dataset": dataset.name, "dataset_hash": dataset.content_hash, "learner": learner,
+    attrs = {"source_dataset": dataset.name, "source_hash": dataset.content_hash, "learner": learner,
              "seed": seed, **generator.store_attrs()}
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

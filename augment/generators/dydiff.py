@@ -412,14 +412,15 @@ class DyDiffGenerator:
         return evals
 
     def store_attrs(self) -> dict[str, Any]:
-        """JSON-native attributes describing this generator, for the run's store and config.json."""
+        """JSON-native attributes describing this generator for the run's store (the store's provenance
+        keys ``generator_name`` / ``generator_config`` / ``env_id``) and config.json."""
         cfg = self.config
-        return {"generator": self.name, "dydiff": {
+        return {"generator_name": self.name, "env_id": self.env_id, "generator_config": {
             "iterations": cfg.iterations, "filter": cfg.filter, "eta": cfg.eta,
             "temperature": cfg.temperature, "rollout_length": cfg.rollout_length,
             "rollout_batch": cfg.rollout_batch, "rollout_interval": cfg.rollout_interval,
-            "real_ratio": cfg.real_ratio, "profile": cfg.profile, "dataset": self.dataset_name,
-            "env_id": self.env_id}}
+            "real_ratio": cfg.real_ratio, "sample_batch": cfg.sample_batch, "profile": cfg.profile,
+            "dataset": self.dataset_name}}
 
     def rollout(self, s0: np.ndarray, policy: Policy, rng: np.random.Generator,
                 ) -> tuple[np.ndarray, np.ndarray]:
