@@ -89,10 +89,9 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
                real_ratio: float | None = None, steps: int | None = None, out: Path | None = None,
                progress: bool = True) -> tuple[Any, Path]:
     """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir)."""
-    from stores.datasets import load_dataset
-
     from baselines.learners import check_learner
     from baselines.loop import train
+    from stores.datasets import load_dataset
 
     quiet = not progress
     check_learner(learner)
@@ -127,10 +126,9 @@ def run_diagnose(dataset_name: str, *, profile: str | None = None, learner: str 
                  policy_steps: int | None = None, starts: int = 64, max_iterations: int = 3,
                  seed: int = 0, out: Path | None = None, progress: bool = True) -> tuple[Any, Path]:
     """Train the learning policy on the real data, fit DyDiff's models and compare them with MuJoCo."""
-    from stores.datasets import load_dataset
-
     from augment.diagnose import DiagnoseConfig, run_diagnosis, write_diagnosis
     from baselines.learners import check_learner
+    from stores.datasets import load_dataset
 
     quiet = not progress
     check_learner(learner)

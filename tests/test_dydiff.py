@@ -137,8 +137,8 @@ def test_single_step_rollout_is_eq6() -> None:
     np.testing.assert_array_equal(states[:, 0], s0)
     for i in range(4):
         np.testing.assert_allclose(actions[:, i], policy.act(states[:, i]), rtol=1e-6)
-        np.testing.assert_allclose(states[:, i + 1], world.predict_next(states[:, i], actions[:, i], np.random.default_rng(0)),
-                                   rtol=1e-6)
+        expected = world.predict_next(states[:, i], actions[:, i], np.random.default_rng(0))
+        np.testing.assert_allclose(states[:, i + 1], expected, rtol=1e-6)
 
 
 def test_refine_conditions_each_iteration_on_the_previous_actions() -> None:
