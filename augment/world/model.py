@@ -1,0 +1,246 @@
+"""The world model DyDiff rolls the learning policy in: dynamics ensemble, reward model, termination rule.
+
+:func:`fit_world_model` trains both models on an :class:`~stores.schema.OfflineDataset` (or loads them
+from the cache ``augment_home()/world/<dataset.content_hash>-<config hash>``) and returns a
+:class:`WorldModel`:
+
+* ``predict_next(obs, act, rng)``: ``s' ~ T_phi(. | s, a)`` (Eq. 6) - for each row a uniformly drawn
+  elite's Gaussian over ``s' - s``, sampled with ``rng``.
+* ``predict_reward(obs, act)``: ``r_psi(s, a)`` (Eq. 10 model, used for Eq. 11's trajectory rewards).
+* ``is_terminal(next_obs)``: the env's termination rule (:mod:`augment.world.termination`).
+
+A cache directory holds ``config.json`` (the :class:`WorldModelConfig`), ``meta.json`` (sizes, env,
+elites, training reports) and ``weights.pt``; it is written to a temporary directory and renamed into
+place, so a directory that exists is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from augment.world.config import WorldModelConfig
+from augment.world.dynamics import GaussianDynamicsEnsemble, select_elites
+from augment.world.reward import RewardModel
+from augment.world.termination import termination_fn
+from augment.world.training import fit_ensemble, holdout_split
+from stores.errors import UserInputError
+from stores.paths import augment_home
+from stores.schema import OfflineDataset
+
+WEIGHTS = "weights.pt"
+
+
+def _f32(x: np.ndarray, name: str, width: int) -> torch.Tensor:
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise UserInputError(f"world model: '{name}' must have shape (B, {width}), got {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+class WorldModel:
+    """Trained dynamics ensemble (all members kept, elites used), reward model and termination rule.
+
+    Attributes: config, env_id, elites (member indices, best first), report (training reports, JSON),
+    from_cache (True when :func:`fit_world_model` loaded it instead of training), path (its directory,
+    when saved or loaded).
+    """
+
+    def __init__(self, config: WorldModelConfig, dynamics: GaussianDynamicsEnsemble, elites: list[int],
+                 reward: RewardModel, env_id: str | None, report: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.dynamics = dynamics.cpu().eval()
+        self.elites = [int(e) for e in elites]
+        self.elite_dynamics = self.dynamics.select(self.elites).eval()
+        self.reward = reward.cpu().eval()
+        self.env_id = env_id
+        self.terminal_fn = termination_fn(env_id)
+        self.report: dict[str, Any] = dict(report or {})
+        self.from_cache = False
+        self.path: Path | None = None
+
+    @property
+    def observation_size(self) -> int:
+        return self.dynamics.observation_size
+
+    @property
+    def action_size(self) -> int:
+        return self.dynamics.action_size
+
+    def predict_next_distribution(self, obs: np.ndarray, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each elite's Gaussian over the next state: mean (K, B, obs) and std (K, B, obs), raw float32."""
+        o = _f32(obs, "obs", self.observation_size)
+        a = _f32(act, "act", self.action_size)
+        mean_delta, std = self.elite_dynamics.predict(o, a)
+        return (o.unsqueeze(0) + mean_delta).numpy(), std.numpy()
+
+    def predict_next(self, obs: np.ndarray, act: np.ndarray, rng: np.random.Generator, *,
+                     deterministic: bool = False) -> np.ndarray:
+        """s' ~ T_phi(. | s, a) (Eq. 6): obs (B, obs), act (B, act) -> (B, obs) float32.
+
+        Each row uses an elite drawn uniformly with ``rng`` and a Gaussian sample drawn with ``rng``.
+        ``deterministic=True`` returns the mean over elites of their means and draws nothing.
+        """
+        mean, std = self.predict_next_distribution(obs, act)
+        if deterministic:
+            return mean.mean(axis=0).astype(np.float32)
+        b = mean.shape[1]
+        member = rng.integers(0, mean.shape[0], size=b)
+        noise = rng.standard_normal(size=(b, mean.shape[2])).astype(np.float32)
+        rows = np.arange(b)
+        return (mean[member, rows] + std[member, rows] * noise).astype(np.float32)
+
+    def predict_reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """r_psi(s, a) (Eq. 10 model): obs (B, obs), act (B, act) -> (B,) float32."""
+        o = _f32(obs, "obs", self.observation_size)
+        a = _f32(act, "act", self.action_size)
+        return self.reward.predict(o, a).numpy().astype(np.float32)
+
+    def is_terminal(self, next_obs: np.ndarray) -> np.ndarray:
+        """The env's termination rule: next_obs (B, obs) -> (B,) bool."""
+        return np.asarray(self.terminal_fn(np.asarray(next_obs)), dtype=bool)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config.json, meta.json and weights.pt into ``directory`` (created)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save({"dynamics": self.dynamics.state_dict(), "reward": self.reward.state_dict()}, d / WEIGHTS)
+        meta = {"observation_size": self.observation_size, "action_size": self.action_size,
+                "env_id": self.env_id, "elites": self.elites, "report": self.report}
+        (d / "meta.json").write_text(json.dumps(meta, indent=2))
+        (d / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
+        self.path = d
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> WorldModel:
+        """Read a directory written by :meth:`save`."""
+        d = Path(directory)
+        if not (d / WEIGHTS).is_file():
+            raise UserInputError(f"no world model in {d} (missing {WEIGHTS}); train one with fit_world_model")
+        config = WorldModelConfig.from_json(json.loads((d / "config.json").read_text()))
+        meta = json.loads((d / "meta.json").read_text())
+        dynamics, reward = _build(config, meta["observation_size"], meta["action_size"])
+        state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
+        dynamics.load_state_dict(state["dynamics"])
+        reward.load_state_dict(state["reward"])
+        model = cls(config, dynamics, meta["elites"], reward, meta["env_id"], meta.get("report"))
+        model.path = d
+        return model
+
+
+def _build(config: WorldModelConfig, obs_size: int, act_size: int,
+           seed: int | None = None) -> tuple[GaussianDynamicsEnsemble, RewardModel]:
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    dynamics = GaussianDynamicsEnsemble(obs_size, act_size, config.members, config.hidden, config.activation,
+                                        config.weight_decay, config.logvar_penalty, generator=gen)
+    reward = RewardModel(obs_size, act_size, config.reward_hidden, config.reward_members,
+                         config.reward_activation, generator=gen)
+    return dynamics, reward
+
+
+def cache_dir(dataset: OfflineDataset, config: WorldModelConfig) -> Path:
+    """``augment_home()/world/<dataset.content_hash>-<config.config_hash()>``."""
+    return augment_home() / "world" / f"{dataset.content_hash}-{config.config_hash()}"
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def train_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool = True,
+                      device: str = "cpu") -> WorldModel:
+    """Train the dynamics ensemble and the reward model on all of ``dataset``'s transitions (no cache).
+
+    Both models share one holdout split. Dynamics inputs are ``(s, a)``, targets ``s' - s``; reward
+    targets ``r``; each normalised with the training rows' mean and std.
+    """
+    tr = dataset.transitions
+    n = len(tr)
+    rng = np.random.default_rng(config.seed)
+    train_idx, hold_idx = holdout_split(n, config.holdout_ratio, config.max_holdout, rng)
+    inputs = np.concatenate([tr.observations, tr.actions], axis=1).astype(np.float32)
+    deltas = (tr.next_observations - tr.observations).astype(np.float32)
+    dynamics, reward = _build(config, dataset.observation_size, dataset.action_size, seed=config.seed)
+    dynamics.set_normalizer(inputs[train_idx], deltas[train_idx])
+    reward.set_normalizer(inputs[train_idx], tr.rewards[train_idx])
+    dynamics.to(device)
+    reward.to(device)
+
+    x = torch.from_numpy(inputs).to(device)
+    with torch.no_grad():
+        xd = dynamics.normalize_inputs(x)
+        yd = dynamics.normalize_targets(torch.from_numpy(deltas).to(device))
+        xr = reward.normalize_inputs(x)
+        yr = reward.normalize_rewards(torch.from_numpy(tr.rewards).to(device))
+    tri = torch.from_numpy(train_idx).to(device)
+    hoi = torch.from_numpy(hold_idx).to(device)
+    dyn_report = fit_ensemble(dynamics, xd[tri], yd[tri], xd[hoi], yd[hoi], config.dynamics_settings(), rng,
+                              progress=progress, desc="world model: dynamics")
+    elites = select_elites(dyn_report.best_holdout_mse, config.elites)
+    rew_report = fit_ensemble(reward, xr[tri], yr[tri], xr[hoi], yr[hoi], config.reward_settings(), rng,
+                              progress=progress, desc="world model: reward")
+    model = WorldModel(config, dynamics, elites, reward, dataset.env_id)
+    hold_obs, hold_act = tr.observations[hold_idx], tr.actions[hold_idx]
+    mean_next = model.predict_next(hold_obs, hold_act, rng, deterministic=True)
+    model.report = {
+        "dataset": dataset.name, "dataset_hash": dataset.content_hash, "transitions": n,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": device,
+        "dynamics": dyn_report.to_json(), "reward": rew_report.to_json(),
+        "elite_holdout_mse": [dyn_report.best_holdout_mse[e] for e in elites],
+        "holdout_next_state_mse_raw": float(np.mean((mean_next - tr.next_observations[hold_idx]) ** 2)),
+        "holdout_reward_mse_raw": float(np.mean(
+            (model.predict_reward(hold_obs, hold_act) - tr.rewards[hold_idx]) ** 2)),
+    }
+    return model
+
+
+def fit_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool = True,
+                    cache: bool = True, device: str = "cpu") -> WorldModel:
+    """Train DyDiff's world models on ``dataset`` (Eq. 5 and Eq. 10), or load them from the cache.
+
+    The cache key is (``dataset.content_hash``, ``config.config_hash()``); a hit skips training and sets
+    ``from_cache``. ``cache=False`` neither reads nor writes the cache. ``device`` is where training runs
+    (the returned model predicts on the CPU). The termination rule follows ``dataset.env_id``.
+    """
+    target = cache_dir(dataset, config)
+    if cache and (target / WEIGHTS).is_file():
+        model = WorldModel.load(target)
+        model.from_cache = True
+        if model.env_id != dataset.env_id:
+            model.env_id, model.terminal_fn = dataset.env_id, termination_fn(dataset.env_id)
+        _say(progress, f"world model: loaded from cache {target}")
+        return model
+    scaled = config.differences_from_paper()
+    if scaled:
+        _say(progress, "world model: settings differ from the paper's (REFERENCE §6): " + "; ".join(scaled))
+    _say(progress, f"world model: training on {dataset.num_transitions} transitions of '{dataset.name}'")
+    model = train_world_model(dataset, config, progress=progress, device=device)
+    rep = model.report
+    dyn, rew = rep["dynamics"], rep["reward"]
+    _say(progress, f"world model: dynamics {dyn['epochs']} epochs in {dyn['seconds']:.1f}s, elite holdout "
+                   f"MSE (normalised) {np.mean(rep['elite_holdout_mse']):.4f}; reward {rew['epochs']} epochs "
+                   f"in {rew['seconds']:.1f}s, holdout MSE {rep['holdout_reward_mse_raw']:.4f}")
+    if cache:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save(tmp)
+        if target.exists() and not (target / WEIGHTS).is_file():
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete directory left by hand
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished the same model first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        model.path = target
+    return model
