@@ -1,0 +1,163 @@
+"""``augment datasets ...``: list the registered names, build a recipe, inspect a dataset.
+
+Each command parses options, calls :mod:`stores.datasets` / :mod:`stores.recipes`, and prints a short table.
+Errors the user can fix raise :class:`~stores.errors.UserInputError`; ``cli.main`` prints them as one line
+and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from stores.errors import UserInputError
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+@click.group("datasets")
+def datasets_group() -> None:
+    """Offline datasets: what exists and where it comes from, build recipes, inspect."""
+
+
+@datasets_group.command("list")
+@click.option("--profile", default=None, help="Recipe profile to report: smoke | cpu | paper "
+                                              "(default: cpu without CUDA).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Recipe seed.")
+def list_cmd(profile: str | None, seed: int) -> None:
+    """Every registered name, the source it resolves to now, and whether that data is on disk."""
+    from augment.profiles import resolve_profile
+    from stores.datasets import d4rl_dir, resolve_source
+    from stores.names import KIND_ALIASES, NAMES
+
+    profile = resolve_profile(profile)
+    short = {v: k for k, v in KIND_ALIASES.items() if len(k) <= 2 and k != "m"}
+    rows = []
+    for name in NAMES:
+        src = resolve_source(name, profile=profile, seed=seed)
+        family, kind = name.split("-", 1)
+        rows.append((name, f"{family}-{short[kind]}", src.kind, "yes" if src.cached else "no", src.location))
+    widths = [max(len(r[i]) for r in rows + [("name", "alias", "source", "cached", "location")])
+              for i in range(5)]
+    header = ("name", "alias", "source", "cached", "location")
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    click.echo(f"\nresolution: D4RL file in {d4rl_dir()} -> local Minari dataset -> project recipe "
+               f"(profile '{profile}', built on demand). Also accepted: a .hdf5/.npz path, minari:<id>.")
+
+
+@datasets_group.command("build")
+@click.argument("name")
+@click.option("--profile", default=None, help="smoke | cpu | paper (default: cpu without CUDA).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Rebuild even when cached.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build_cmd(name: str, profile: str | None, seed: int, force: bool, quiet: bool) -> None:
+    """Build the recipe dataset NAME (and the kinds its run also yields) into the local Minari root."""
+    import time
+
+    from augment.profiles import profile_banner, resolve_profile
+    from stores.datasets import canonical_name
+    from stores.recipes import build_recipe, recipe_dataset_id
+    from stores.sources import minari_dataset_dir
+
+    canonical = canonical_name(name)
+    profile = resolve_profile(profile)
+    banner = profile_banner(profile)
+    if banner and not quiet:
+        click.echo(banner)
+    started = time.perf_counter()
+    ds = build_recipe(canonical, profile=profile, seed=seed, force=force, progress=not quiet)
+    wall = time.perf_counter() - started
+    recipe = ds.provenance.get("recipe", {})
+    dataset_id = recipe_dataset_id(canonical, profile=profile, seed=seed)
+    click.echo(f"{ds.name}: {ds.num_episodes} episodes, {ds.num_transitions} transitions "
+               f"(this command {wall:.0f} s)")
+    if recipe:
+        reached = "reached" if recipe.get("threshold_reached") else "not reached"
+        click.echo(f"behaviour policy: eval return {_fmt(recipe.get('behaviour_eval_return'))}, normalized "
+                   f"{_fmt(recipe.get('behaviour_eval_score'))} after {recipe.get('env_steps')} env steps "
+                   f"(medium threshold {_fmt(recipe.get('medium_threshold_score'))} {reached}); "
+                   f"build time {_fmt(recipe.get('wall_time_s'), 0)} s")
+    click.echo(f"minari id: {dataset_id}\npath: {minari_dataset_dir(dataset_id)}")
+
+
+@datasets_group.command("info")
+@click.argument("source")
+@click.option("--profile", default=None, help="Recipe profile for names (default: cpu without CUDA).")
+@click.option("--env", "env_id", default=None, help="Gymnasium env id when the file does not say it.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Recipe seed for names.")
+@click.option("--build/--no-build", default=False, show_default=True,
+              help="Build a recipe that is not cached yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
+def info_cmd(source: str, profile: str | None, env_id: str | None, seed: int, build: bool,
+             as_json: bool) -> None:
+    """Episodes, transitions, returns and the data's normalized score of a NAME or PATH."""
+    from stores.datasets import load_dataset
+    from stores.scores import normalized_score
+
+    ds = load_dataset(source, profile=profile, env_id=env_id, seed=seed, build=build)
+    st = ds.stats
+    score: float | None = None
+    score_of = ds.name if _has_reference(ds.name) else ds.env_id
+    if score_of is not None and _has_reference(score_of):
+        score = float(normalized_score(st.return_mean, score_of))
+    lengths = np.array([len(ep) for ep in ds.episodes])
+    info = {
+        "name": ds.name, "env_id": ds.env_id, "episodes": ds.num_episodes, "transitions": ds.num_transitions,
+        "observation_size": ds.observation_size, "action_size": ds.action_size,
+        "episode_length_mean": float(lengths.mean()), "return_mean": st.return_mean,
+        "return_std": st.return_std, "return_min": st.return_min, "return_max": st.return_max,
+        "normalized_score": score, "terminals": int(ds.transitions.terminals.sum()),
+        "content_hash": ds.content_hash, "source": ds.provenance.get("source"),
+        "path": ds.provenance.get("path"), "dataset_id": ds.provenance.get("dataset_id"),
+    }
+    recipe = ds.provenance.get("recipe")
+    if recipe:
+        info["recipe"] = {k: recipe.get(k) for k in (
+            "recipe", "recipe_version", "profile", "seed", "env_steps", "threshold_reached",
+            "medium_threshold_score", "behaviour_eval_return", "behaviour_eval_score", "wall_time_s")}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{ds.name}  (env {ds.env_id or 'unknown'}; obs {ds.observation_size}, act {ds.action_size})")
+    click.echo(f"  episodes      {ds.num_episodes}  (mean length {lengths.mean():.1f}, "
+               f"{info['terminals']} end in a terminal state)")
+    click.echo(f"  transitions   {ds.num_transitions}")
+    click.echo(f"  return        mean {st.return_mean:.1f}  std {st.return_std:.1f}  "
+               f"min {st.return_min:.1f}  max {st.return_max:.1f}")
+    click.echo(f"  normalized    {_fmt(score)}  (D4RL reference returns; mean episode return of the data)")
+    dataset_id = f"  {info['dataset_id']}" if info["dataset_id"] else ""
+    click.echo(f"  source        {info['source']}{dataset_id}")
+    click.echo(f"  path          {info['path']}")
+    click.echo(f"  content hash  {ds.content_hash}")
+    if recipe:
+        r = info["recipe"]
+        reached = "reached" if r["threshold_reached"] else "not reached"
+        click.echo(f"  recipe        v{r['recipe_version']} {r['recipe']}, profile {r['profile']}, "
+                   f"seed {r['seed']}, {r['env_steps']} env steps, "
+                   f"medium threshold {_fmt(r['medium_threshold_score'])} {reached}")
+        click.echo(f"  behaviour     eval return {_fmt(r['behaviour_eval_return'])}, normalized "
+                   f"{_fmt(r['behaviour_eval_score'])}")
+
+
+def _has_reference(name: str) -> bool:
+    from stores.scores import family_of
+
+    try:
+        family_of(name)
+    except UserInputError:
+        return False
+    return True
+
+
+def register(group: click.Group) -> None:
+    """Add the ``datasets`` group to the ``augment`` CLI."""
+    group.add_command(datasets_group)

@@ -1,0 +1,367 @@
+"""Readers and writers for offline-RL data files: D4RL-layout HDF5, npz with the same keys, Minari.
+
+D4RL layout (flat arrays of N rows): ``observations`` (N, obs), ``actions`` (N, act), ``rewards`` (N,),
+``terminals`` (N,), ``timeouts`` (N,), optionally ``next_observations`` (N, obs). Episodes are split after
+every row with ``terminals | timeouts``; a row's next observation is ``next_observations[i]`` when present,
+otherwise the next row's observation. Rows after the last episode end form a final episode cut by the end
+of the data (marked truncated). Without ``next_observations`` the last row of every episode has no next
+observation in the file: the row is dropped (D4RL's own convention), except that a terminal row keeps its
+own observation as the (unused) terminal state so terminal rewards are not lost.
+
+Minari datasets are written with ``minari.create_dataset_from_buffers`` and ``EpisodeBuffer`` (no jax) and
+read episode by episode; observations come back float32 whatever Minari stored (it keeps Hopper's
+float64).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stores.errors import UserInputError
+from stores.paths import minari_root
+from stores.schema import Episode, OfflineDataset, check_finite
+
+D4RL_REQUIRED: tuple[str, ...] = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+# --------------------------------------------------------------------------- flat arrays <-> episodes
+
+
+def _check_flat(arrays: dict[str, np.ndarray], where: str) -> int:
+    """Validate D4RL flat arrays (keys, lengths, ranks, finiteness); return N. Raises UserInputError."""
+    missing = [k for k in D4RL_REQUIRED if k not in arrays]
+    if missing:
+        raise UserInputError(f"{where}missing key '{missing[0]}' (a D4RL-layout file needs "
+                             f"{', '.join(D4RL_REQUIRED)}; next_observations is optional)")
+    n = int(arrays["observations"].shape[0]) if arrays["observations"].ndim else 0
+    ranks = {"observations": 2, "actions": 2, "rewards": 1, "terminals": 1, "timeouts": 1,
+             "next_observations": 2}
+    for key, rank in ranks.items():
+        if key not in arrays:
+            continue
+        arr = arrays[key]
+        if key in ("rewards", "terminals", "timeouts") and arr.ndim == 2 and arr.shape[1] == 1:
+            arrays[key] = arr = arr[:, 0]
+        if arr.ndim != rank:
+            raise UserInputError(f"{where}'{key}' has shape {arr.shape}; expected {rank} dimension(s)")
+        if arr.shape[0] != n:
+            raise UserInputError(
+                f"{where}'{key}' has {arr.shape[0]} rows but 'observations' has {n} (first bad row "
+                f"{min(arr.shape[0], n)})")
+    if n == 0:
+        raise UserInputError(f"{where}the file holds no rows")
+    nxt = arrays.get("next_observations")
+    if nxt is not None and nxt.shape[1] != arrays["observations"].shape[1]:
+        raise UserInputError(f"{where}'next_observations' has {arrays['next_observations'].shape[1]} columns "
+                             f"but 'observations' has {arrays['observations'].shape[1]}")
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        if key in arrays:
+            if arrays[key].dtype.kind not in "fiub":
+                raise UserInputError(f"{where}'{key}' has dtype {arrays[key].dtype}; expected numbers")
+            check_finite(key, arrays[key], where=where)
+    return n
+
+
+def episodes_from_flat(arrays: dict[str, np.ndarray], *, where: str = "") -> list[Episode]:
+    """Split D4RL flat arrays into episodes (see the module docstring for the rules).
+
+    arrays: ``observations`` (N, obs), ``actions`` (N, act), ``rewards`` (N,), ``terminals`` (N,),
+    ``timeouts`` (N,), optional ``next_observations`` (N, obs). Returns episodes with float32 arrays.
+    """
+    arrays = dict(arrays)
+    n = _check_flat(arrays, where)
+    obs = np.asarray(arrays["observations"], dtype=np.float32)
+    act = np.asarray(arrays["actions"], dtype=np.float32)
+    rew = np.asarray(arrays["rewards"], dtype=np.float32)
+    term = np.asarray(arrays["terminals"]).astype(bool)
+    tout = np.asarray(arrays["timeouts"]).astype(bool) & ~term
+    nxt = arrays.get("next_observations")
+    nxt = None if nxt is None else np.asarray(nxt, dtype=np.float32)
+    ends = np.flatnonzero(term | tout)
+    if ends.size == 0 or ends[-1] != n - 1:
+        ends = np.append(ends, n - 1)
+    episodes: list[Episode] = []
+    start = 0
+    for end in ends.tolist():
+        stop = end + 1  # rows start..end inclusive
+        if nxt is not None:
+            observations = np.concatenate([obs[start:stop], nxt[end:end + 1]])
+            t_end = stop
+        elif term[end]:
+            # No next state in the file; a terminal state's observation is never used to bootstrap.
+            observations = np.concatenate([obs[start:stop], obs[end:end + 1]])
+            t_end = stop
+        else:
+            # Timeout or end of data without next_observations: the last row has no successor; drop it.
+            observations = obs[start:stop]
+            t_end = end
+        if t_end - start >= 1:
+            length = t_end - start
+            terminated = np.zeros(length, dtype=bool)
+            truncated = np.zeros(length, dtype=bool)
+            if term[end] and t_end == stop:
+                terminated[-1] = True
+            else:
+                truncated[-1] = True
+            episodes.append(Episode(observations=observations, actions=act[start:t_end],
+                                    rewards=rew[start:t_end], terminated=terminated, truncated=truncated))
+        start = stop
+    if not episodes:
+        raise UserInputError(f"{where}no complete transition in the file (every episode has one row and no "
+                             "next_observations)")
+    return episodes
+
+
+def flat_from_dataset(dataset: OfflineDataset) -> dict[str, np.ndarray]:
+    """D4RL flat arrays (with ``next_observations``) of a dataset; read back they give the same episodes."""
+    tr = dataset.transitions
+    return {"observations": tr.observations, "actions": tr.actions, "rewards": tr.rewards,
+            "next_observations": tr.next_observations, "terminals": tr.terminals, "timeouts": tr.timeouts}
+
+
+def _check_env_fit(episodes: list[Episode], env_id: str | None, where: str) -> None:
+    """Fail naming the key when observation/action sizes do not fit the env's spaces."""
+    if env_id is None:
+        return
+    obs_dim, act_dim = env_dims(env_id)
+    got_obs, got_act = episodes[0].observations.shape[1], episodes[0].actions.shape[1]
+    if got_obs != obs_dim:
+        raise UserInputError(f"{where}'observations' has {got_obs} columns but {env_id} observations have "
+                             f"{obs_dim} (row 0); pass the right --env")
+    if got_act != act_dim:
+        raise UserInputError(f"{where}'actions' has {got_act} columns but {env_id} actions have {act_dim} "
+                             f"(row 0); pass the right --env")
+
+
+def env_dims(env_id: str) -> tuple[int, int]:
+    """(observation size, action size) of a Gymnasium env (flat Box spaces); UserInputError if unknown."""
+    import gymnasium as gym
+
+    try:
+        spec = gym.spec(env_id)
+    except Exception as exc:  # gymnasium raises several error types for unknown ids
+        raise UserInputError(f"unknown Gymnasium environment '{env_id}' ({exc.__class__.__name__}); "
+                             "use e.g. Hopper-v5, HalfCheetah-v5 or Walker2d-v4") from exc
+    env = gym.make(spec)
+    try:
+        obs_shape = env.observation_space.shape
+        act_shape = env.action_space.shape
+    finally:
+        env.close()
+    if obs_shape is None or act_shape is None or len(obs_shape) != 1 or len(act_shape) != 1:
+        raise UserInputError(f"environment '{env_id}' does not have flat observation/action vectors")
+    return int(obs_shape[0]), int(act_shape[0])
+
+
+def _dataset(episodes: list[Episode], *, name: str, env_id: str | None, provenance: dict[str, Any],
+             where: str) -> OfflineDataset:
+    _check_env_fit(episodes, env_id, where)
+    ds = OfflineDataset(name=name, episodes=tuple(episodes), env_id=env_id, provenance=provenance)
+    ds.validate()
+    return ds
+
+
+# --------------------------------------------------------------------------- D4RL HDF5 and npz
+
+
+def _h5_env_id(f: Any) -> str | None:
+    """An env id stored by :func:`write_d4rl_hdf5` (attribute ``env_id``), if any."""
+    value = f.attrs.get("env_id")
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_d4rl_hdf5(path: str | os.PathLike[str], *, env_id: str | None = None,
+                   name: str | None = None) -> OfflineDataset:
+    """Read a D4RL-layout HDF5 file into an :class:`OfflineDataset`.
+
+    env_id: the env to evaluate in when the file does not say (an ``env_id`` attribute written by
+    :func:`write_d4rl_hdf5` is used otherwise). Fails with :class:`UserInputError` naming the key and the
+    first bad row on missing keys, mismatched lengths, NaN/inf, or sizes that do not fit ``env_id``.
+    """
+    import h5py
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserInputError(f"no such file: {p}")
+    where = f"{p.name}: "
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise UserInputError(f"{where}not a readable HDF5 file ({exc})") from exc
+    with f:
+        arrays = {k: np.asarray(f[k]) for k in (*D4RL_REQUIRED, "next_observations")
+                  if k in f and isinstance(f[k], h5py.Dataset)}
+        stored_env = _h5_env_id(f)
+    env = env_id or stored_env
+    episodes = episodes_from_flat(arrays, where=where)
+    return _dataset(episodes, name=name or p.name, env_id=env,
+                    provenance={"source": "d4rl-hdf5", "path": str(p)}, where=where)
+
+
+def read_npz(path: str | os.PathLike[str], *, env_id: str | None = None,
+             name: str | None = None) -> OfflineDataset:
+    """Read an ``.npz`` holding the D4RL keys (same rules as :func:`read_d4rl_hdf5`).
+
+    An optional string entry ``env_id`` names the env when ``env_id`` is not given.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserInputError(f"no such file: {p}")
+    where = f"{p.name}: "
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files if k != "env_id"}
+            stored_env = str(data["env_id"]) if "env_id" in data.files else None
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{where}not a readable npz file ({exc})") from exc
+    env = env_id or stored_env
+    episodes = episodes_from_flat(arrays, where=where)
+    return _dataset(episodes, name=name or p.name, env_id=env,
+                    provenance={"source": "npz", "path": str(p)}, where=where)
+
+
+def write_d4rl_hdf5(dataset: OfflineDataset, path: str | os.PathLike[str]) -> Path:
+    """Write a dataset as a D4RL-layout HDF5 file (with ``next_observations`` and an ``env_id`` attribute)."""
+    import h5py
+
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for key, arr in flat_from_dataset(dataset).items():
+            f.create_dataset(key, data=arr)
+        if dataset.env_id:
+            f.attrs["env_id"] = dataset.env_id
+    os.replace(tmp, p)
+    return p
+
+
+def write_npz(dataset: OfflineDataset, path: str | os.PathLike[str]) -> Path:
+    """Write a dataset as an ``.npz`` with the D4RL keys (plus ``next_observations`` and ``env_id``)."""
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp.npz")
+    arrays = flat_from_dataset(dataset)
+    if dataset.env_id:
+        arrays["env_id"] = np.array(dataset.env_id)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, p)
+    return p
+
+
+# --------------------------------------------------------------------------- Minari
+
+
+@contextlib.contextmanager
+def minari_root_env(root: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """Point ``MINARI_DATASETS_PATH`` at ``root`` (default: the current root) for the block."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    path = Path(root).expanduser() if root is not None else minari_root()
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def minari_dataset_dir(dataset_id: str, *, root: str | os.PathLike[str] | None = None) -> Path:
+    """Directory of a Minari dataset in a local root (it holds ``data/``)."""
+    base = Path(root).expanduser() if root is not None else minari_root()
+    return base / dataset_id
+
+
+def minari_exists(dataset_id: str, *, root: str | os.PathLike[str] | None = None) -> bool:
+    """True when a complete Minari dataset with this id is in the local root."""
+    data = minari_dataset_dir(dataset_id, root=root) / "data"
+    return (data / "metadata.json").exists()
+
+
+def read_minari(dataset_id: str, *, root: str | os.PathLike[str] | None = None,
+                download: bool = False, name: str | None = None) -> OfflineDataset:
+    """Read a local Minari dataset into an :class:`OfflineDataset` (observations cast to float32).
+
+    download: let Minari fetch the dataset when it is not local (needs a network); off by default.
+    Provenance carries the dataset id, its path and, for the project's recipes, the recipe metadata.
+    """
+    import minari
+
+    with minari_root_env(root) as base:
+        try:
+            ds = minari.load_dataset(dataset_id, download=download)
+        except FileNotFoundError as exc:
+            raise UserInputError(f"Minari dataset '{dataset_id}' is not in the local root {base}"
+                                 + ("" if download else " (pass --allow-download to fetch it)")) from exc
+        except (ValueError, TypeError) as exc:
+            raise UserInputError(f"cannot open Minari dataset '{dataset_id}': {exc} "
+                                 "(ids look like namespace/name-vN)") from exc
+        metadata = dict(ds.storage.metadata)
+        env_spec = ds.spec.env_spec
+        env_id = env_spec.id if env_spec is not None else None
+        episodes: list[Episode] = []
+        where = f"minari:{dataset_id}: "
+        for i, ep in enumerate(ds.iterate_episodes()):
+            if not isinstance(ep.observations, np.ndarray):
+                raise UserInputError(f"{where}episode {i} has structured observations; only flat vectors "
+                                     "are supported")
+            terminated = np.asarray(ep.terminations, dtype=bool)
+            truncated = np.asarray(ep.truncations, dtype=bool)
+            if len(terminated) and not (terminated[-1] or truncated[-1]):
+                truncated = truncated.copy()
+                truncated[-1] = True
+            episodes.append(Episode(
+                observations=np.asarray(ep.observations, dtype=np.float32),
+                actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(ep.actions), -1),
+                rewards=np.asarray(ep.rewards, dtype=np.float32),
+                terminated=terminated, truncated=truncated))
+    provenance: dict[str, Any] = {"source": "minari", "dataset_id": dataset_id,
+                                  "path": str(minari_dataset_dir(dataset_id, root=root))}
+    recipe = metadata.get("augment_recipe")
+    if isinstance(recipe, str):
+        provenance["recipe"] = json.loads(recipe)
+    dataset = OfflineDataset(name=name or dataset_id, episodes=tuple(episodes), env_id=env_id,
+                             provenance=provenance)
+    dataset.validate()
+    return dataset
+
+
+def write_minari(dataset: OfflineDataset, dataset_id: str, *, root: str | os.PathLike[str] | None = None,
+                 metadata: dict[str, Any] | None = None, description: str | None = None) -> Path:
+    """Write a dataset as a Minari dataset ``dataset_id`` (``namespace/name-vN``) under ``root``.
+
+    Uses ``minari.create_dataset_from_buffers`` with ``EpisodeBuffer`` (no jax). ``metadata`` (JSON-native)
+    is stored as the JSON string ``augment_recipe`` in Minari's metadata. Needs ``dataset.env_id``.
+    Returns the dataset's directory.
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    if dataset.env_id is None:
+        raise UserInputError(f"dataset '{dataset.name}' has no env id; pass --env to write it to Minari")
+    buffers = [
+        EpisodeBuffer(id=i, observations=ep.observations.astype(np.float32),
+                      actions=ep.actions.astype(np.float32), rewards=ep.rewards.astype(np.float64),
+                      terminations=ep.terminated.astype(bool), truncations=ep.truncated.astype(bool),
+                      infos={})
+        for i, ep in enumerate(dataset.episodes)
+    ]
+    with minari_root_env(root) as base, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=dataset.env_id, algorithm_name="diffusion-augment",
+            description=description or f"{dataset.name} written by diffusion-augment")
+        if metadata is not None:
+            ds.storage.update_metadata({"augment_recipe": json.dumps(metadata, sort_keys=True)})
+    return base / dataset_id
