@@ -107,7 +107,11 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
     run_dir = Path(out) if out is not None else (
         Path("runs") / f"dydiff-{learner}-{dataset.name}-{profile}-s{seed}")
     t0 = time.perf_counter()
-    generator = make_dydiff_generator(dataset, cfg, progress=progress)
+    generator = DyDiffGenerator(cfg, progress=progress)
+    note = getattr(generator.diffusion_config(), "scaling_note", lambda: None)()
+    if note:
+        _echo(quiet, f"  diffusion model: {note}")
+    generator.fit(dataset)
     fit_seconds = time.perf_counter() - t0
     _echo(quiet, f"world + diffusion models ready in {fit_seconds:.1f} s "
                  f"({generator.network_evaluations()['total']} network evaluations per trajectory)")
