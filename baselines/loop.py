@@ -348,8 +348,8 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
             if progress and (s.step - last_bar >= 100 or s.step == end):
                 bar.update(s.step - last_bar)
                 last_bar = s.step
-                loss_txt = " ".join(f"{k.replace('_loss', '')} {v / max(1, s.loss_n):.3g}"
-                                    for k, v in sorted(s.loss_sum.items()))
+                shown = {k: v / s.loss_n for k, v in s.loss_sum.items()} if s.loss_n else losses
+                loss_txt = " ".join(f"{k.replace('_loss', '')} {v:.3g}" for k, v in sorted(shown.items()))
                 last_eval = f"eval {s.evals[-1]['normalized']:.1f}" if s.evals else "eval -"
                 bar.set_postfix_str(f"{loss_txt} | {last_eval}", refresh=False)
     finally:
