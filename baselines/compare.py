@@ -281,7 +281,7 @@ def compare(arms: Sequence[str | Arm], *, dataset: str, learner: str, seeds: Seq
     else:
         for _, arm, req in todo:
             arm.runner(req)
-    return report(runs, out_dir, metric=metric, title=f"{learner} on {dataset} ({profile})")
+    return report(runs, out_dir, metric=metric, title=f"{learner} on {Path(dataset).name} ({profile})")
 
 
 def _score(res: dict[str, Any], metric: str) -> tuple[float, str]:
