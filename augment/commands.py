@@ -90,7 +90,6 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
                progress: bool = True) -> tuple[Any, Path]:
     """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir)."""
     from baselines.learners import check_learner
-    from baselines.loop import train
     from stores.datasets import load_dataset
 
     quiet = not progress
@@ -102,10 +101,25 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
     dataset = load_dataset(dataset_name, profile=profile, progress=progress)
     cfg = dydiff_config(dataset.name, profile=profile, filter=filter, iterations=iterations,
                         rollout_length=rollout_length, real_ratio=real_ratio, steps=steps)
-    for line in cfg.explain():
-        _echo(quiet, line)
     run_dir = Path(out) if out is not None else (
         Path("runs") / f"dydiff-{learner}-{dataset.name}-{profile}-s{seed}")
+    result = train_with_dydiff(dataset, learner, cfg, train_config(cfg, profile=profile, seed=seed), run_dir,
+                               progress=progress)
+    return result, run_dir
+
+
+def train_with_dydiff(dataset: Any, learner: str, cfg: DyDiffConfig, config: Any, run_dir: Path, *,
+                      progress: bool = True, extra_config: dict[str, Any] | None = None) -> Any:
+    """Fit (or load) DyDiff's models for ``dataset`` and run :func:`baselines.loop.train` with them.
+
+    ``config`` is the loop's TrainConfig (its rollout schedule should come from ``cfg``, see
+    :func:`train_config`). Returns the loop's RunResult; the store's attributes name DyDiff's settings.
+    """
+    from baselines.loop import train
+
+    quiet = not progress
+    for line in cfg.explain():
+        _echo(quiet, line)
     t0 = time.perf_counter()
     generator = DyDiffGenerator(cfg, progress=progress)
     note = getattr(generator.diffusion_config(), "scaling_note", lambda: None)()
@@ -115,15 +129,15 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
     fit_seconds = time.perf_counter() - t0
     _echo(quiet, f"world + diffusion models ready in {fit_seconds:.1f} s "
                  f"({generator.network_evaluations()['total']} network evaluations per trajectory)")
-    extra = {"dydiff": cfg.to_json(), "generator": generator.store_attrs(),
+    extra = {**(extra_config or {}), "dydiff": cfg.to_json(), "generator": generator.store_attrs(),
              "world_model": dataclasses.asdict(generator.world_config()),
              "diffusion": dataclasses.asdict(generator.diffusion_config()),
              "model_fit_seconds": fit_seconds}
-    record_store_attrs(run_dir, generator, dataset, learner=learner, seed=seed)
-    result = train(dataset, learner, train_config(cfg, profile=profile, seed=seed), run_dir,
-                   generator=generator, progress=progress, extra_config=extra)
-    record_store_attrs(run_dir, generator, dataset, learner=learner, seed=seed)
-    return result, run_dir
+    record_store_attrs(run_dir, generator, dataset, learner=learner, seed=int(config.seed))
+    result = train(dataset, learner, config, run_dir, generator=generator, progress=progress,
+                   extra_config=extra)
+    record_store_attrs(run_dir, generator, dataset, learner=learner, seed=int(config.seed))
+    return result
 
 
 def run_diagnose(dataset_name: str, *, profile: str | None = None, learner: str = "td3bc",
@@ -285,4 +299,4 @@ def register(group: click.Group) -> None:
 
 
 __all__ = ["dydiff_config", "make_dydiff_generator", "register", "run_diagnose", "run_dydiff",
-           "train_config", "train_policy"]
+           "train_config", "train_policy", "train_with_dydiff"]

@@ -109,3 +109,34 @@ def test_augment_diagnose_dydiff_smoke(tmp_path) -> None:
     assert set(data["errors"]) == {"0", "1", "2"} and len(data["errors"]["0"]) == 8
     assert all(np.isfinite(data["cumulative"]["2"]))
     assert (out / "diagnose.png").stat().st_size > 1000
+
+
+def test_dydiff_arm_options() -> None:
+    from augment.arms import parse_arm_options
+    from baselines.compare import resolve_arm
+    from stores.errors import UserInputError
+
+    assert parse_arm_options("M=1, filter=hardmax,L=8") == {"iterations": 1, "filter": "hardmax",
+                                                           "rollout_length": 8}
+    assert parse_arm_options(None) == {}
+    with pytest.raises(UserInputError, match="KEY=VALUE"):
+        parse_arm_options("temperature=1")
+    with pytest.raises(UserInputError, match="int"):
+        parse_arm_options("M=two")
+    assert resolve_arm("dydiff").name == "dydiff"
+    assert resolve_arm("dydiff:M=0").name == "dydiff:M=0"
+
+
+@pytest.mark.slow
+def test_compare_base_vs_dydiff_arm(tmp_path) -> None:
+    from baselines.compare import compare
+
+    result = compare(["base", "dydiff:filter=hardmax"], dataset=DATASET, learner="td3bc", seeds=[0],
+                     profile="smoke", out_dir=tmp_path / "cmp", overrides={"steps": 60, "eval_every": 30},
+                     progress=False)
+    assert [s.arm for s in result.summaries] == ["base", "dydiff:filter=hardmax"]
+    run = tmp_path / "cmp" / "runs" / "dydiff_filter_hardmax" / "seed_0"
+    results = json.loads((run / "results.json").read_text())
+    assert results["generator"] == "dydiff" and results["steps"] == 60 and results["rounds"] == 2
+    with ReplayStore.open(run / "synthetic.zarr") as store:
+        assert store.attrs["generator_config"]["filter"] == "hardmax" and len(store) > 0

@@ -1,0 +1,83 @@
+"""Comparison arms of the ``augment`` package for ``augment compare`` (:mod:`baselines.compare`).
+
+Imported by :mod:`baselines.compare` (it is listed in ``ARM_PLUGIN_MODULES``), this registers
+
+* ``dydiff`` - the learner trained with DyDiff rollouts at the paper's settings for the dataset and
+  profile (:meth:`DyDiffConfig.for_profile`);
+* ``dydiff:KEY=VALUE,...`` - the same with DyDiff settings changed, keys ``M`` (iterations), ``L``
+  (rollout_length), ``filter``, ``eta``, ``B_r`` (rollout_batch), ``interval`` (rollout_interval),
+  e.g. ``augment compare --arm base --arm dydiff --arm dydiff:M=0 --arm dydiff:filter=hardmax``.
+
+A dydiff arm trains exactly as the ``base`` arm (the profile's TrainConfig with the comparison's
+overrides: steps, evaluation schedule, seed) plus DyDiff's rollout schedule, buffer and real ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+from baselines.compare import Arm, RunRequest, register_arm
+from stores.errors import UserInputError
+
+#: Arm option keys -> DyDiffConfig fields, with the type to parse the value as.
+ARM_OPTIONS: dict[str, tuple[str, type]] = {
+    "M": ("iterations", int), "iterations": ("iterations", int),
+    "L": ("rollout_length", int), "rollout_length": ("rollout_length", int),
+    "filter": ("filter", str), "eta": ("eta", float),
+    "B_r": ("rollout_batch", int), "rollout_batch": ("rollout_batch", int),
+    "interval": ("rollout_interval", int), "rollout_interval": ("rollout_interval", int),
+}
+
+
+def parse_arm_options(arg: str | None) -> dict[str, Any]:
+    """``"M=1,filter=hardmax"`` -> ``{"iterations": 1, "filter": "hardmax"}`` (DyDiffConfig fields)."""
+    options: dict[str, Any] = {}
+    for item in (arg or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in ARM_OPTIONS:
+            raise UserInputError(f"dydiff arm option '{item}' is not KEY=VALUE with KEY one of "
+                                 f"{', '.join(ARM_OPTIONS)} (e.g. dydiff:M=1,filter=hardmax)")
+        field_name, kind = ARM_OPTIONS[key]
+        try:
+            options[field_name] = kind(value.strip())
+        except ValueError as exc:
+            raise UserInputError(f"dydiff arm option {key} needs a {kind.__name__}, got '{value}'") from exc
+    return options
+
+
+def dydiff_request(request: RunRequest, *, options: tuple[tuple[str, Any], ...] = ()) -> Path:
+    """Runner of a dydiff arm: one seed's run directory (the base arm's TrainConfig + DyDiff)."""
+    from augment.commands import dydiff_config, train_with_dydiff
+    from baselines.loop import TrainConfig
+    from stores.datasets import load_dataset
+
+    dataset = load_dataset(request.dataset, profile=request.profile, progress=request.progress)
+    overrides = dict(request.overrides)
+    cfg = dydiff_config(dataset.name, profile=request.profile, real_ratio=overrides.get("real_ratio"),
+                        **dict(options))
+    base = TrainConfig.for_profile(request.profile, seed=request.seed, **overrides)
+    config = dataclasses.replace(
+        base, real_ratio=cfg.real_ratio,
+        rollout_interval=overrides.get("rollout_interval", cfg.rollout_interval),
+        rollout_batch=overrides.get("rollout_batch", cfg.rollout_batch),
+        max_synthetic=overrides.get("max_synthetic", cfg.max_synthetic))
+    cfg = dataclasses.replace(cfg, steps=config.steps)
+    train_with_dydiff(dataset, request.learner, cfg, config, request.run_dir, progress=request.progress,
+                      extra_config={"arm_dataset": request.dataset, "arm_options": dict(options)})
+    return request.run_dir
+
+
+def _dydiff_arm(arg: str | None) -> Arm:
+    options = parse_arm_options(arg)
+    name = "dydiff" if not options else "dydiff:" + ",".join(
+        item.strip().replace(" ", "") for item in (arg or "").split(",") if item.strip())
+    return Arm(name, functools.partial(dydiff_request, options=tuple(sorted(options.items()))))
+
+
+register_arm("dydiff", _dydiff_arm)
