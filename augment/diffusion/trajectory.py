@@ -1,0 +1,433 @@
+"""DyDiff's trajectory diffusion model (Section 4.1): an EDM denoiser over windows of L+1 states and
+L actions, trained on the windows of Eq. 2 with the loss of Eq. 4, sampled with Algorithm 2.
+
+Public API (the ``[diffusion]`` contract)::
+
+    config = TrajectoryDiffusionConfig.for_profile("cpu")
+    model = fit_trajectory_diffusion(dataset, config)          # cached by (dataset hash, config hash)
+    states = model.sample(s0 (B, obs), actions (B, L, act), rng)   # (B, L+1, obs), raw units
+    model.horizon, model.network_evaluations_per_sample, model.save(dir), TrajectoryDiffusion.load(dir)
+
+Choices the paper leaves open are listed in ``docs/diffusion.md`` and in the docstrings below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from augment.diffusion import edm
+from augment.diffusion.windows import WindowIndex, build_windows, condition_mask
+from augment.nn.unet import TemporalUNet, count_parameters
+from augment.profiles import by_profile, resolve_profile
+from stores.errors import UserInputError
+from stores.paths import augment_home
+from stores.schema import OfflineDataset
+
+Tensor = torch.Tensor
+
+#: Config fields that do not change the trained model and stay out of the cache key.
+_UNHASHED = ("device", "profile", "condition_after_churn")
+
+
+@dataclass(frozen=True)
+class TrajectoryDiffusionConfig:
+    """Settings of the trajectory diffusion model.
+
+    horizon: L, steps per generated trajectory (L+1 states, L actions; paper: 100).
+    widths: channels per U-Net level (the number of levels is ``len(widths)``); kernel, activation:
+    of the residual blocks. edm: DyDiff Table 3 (EDM hyper-parameters, N = ``edm.num_steps``).
+    train_steps, batch_size, lr, warmup_steps, grad_clip: Adam training of Eq. 4 (lr ramps up linearly
+    over ``warmup_steps`` then stays constant; gradient norm clipped at ``grad_clip``).
+    ema_decay: the sampler uses an exponential moving average of the weights, with decay
+    min(ema_decay, (1+k)/(10+k)) at step k (so short runs are not dominated by the initial weights).
+    mask_padding: Eq. 4's loss covers states after the first; when True only real (non-padded) states.
+    condition_after_churn: sampling only; also hard-replace s_0 and the actions right after the churn
+    noise of Algorithm 2, so the denoiser reads clean conditions at every call as it did in training
+    (False: Algorithm 2 as printed; see docs/diffusion.md for the measured difference).
+    seed: initial weights, window draws and noise. device: ``auto`` (CUDA when present), ``cpu``, ``cuda``.
+    profile: the profile it came from (informational; not part of the cache key).
+    """
+
+    horizon: int = 100
+    widths: tuple[int, ...] = (128, 256, 512, 1024)
+    kernel: int = 5
+    activation: str = "mish"
+    edm: edm.EDMParams = field(default_factory=edm.EDMParams)
+    train_steps: int = 400_000
+    batch_size: int = 256
+    lr: float = 2e-4
+    warmup_steps: int = 1000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mask_padding: bool = True
+    condition_after_churn: bool = True
+    seed: int = 0
+    device: str = "auto"
+    profile: str = "paper"
+
+    @classmethod
+    def for_profile(cls, profile: str) -> TrajectoryDiffusionConfig:
+        """The settings for ``smoke`` (tests: seconds), ``cpu`` (scaled down) or ``paper`` (Table 3, L=100).
+
+        ``paper`` keeps Table 3 exactly, L = 100 and a ~66M-parameter U-Net (the paper's is 58M).
+        ``cpu`` keeps Table 3 (N = 34 included: fewer Heun steps measurably inflate the sample spread, see
+        tests/test_edm.py) and shrinks L to 32, the U-Net to 1.1M parameters and training to 3000 steps
+        of 256 windows, so that one model trains in ~15-20 min and one DyDiff round of 256 trajectories
+        with M = 2 (134 network calls) costs seconds on 2 cores (see :meth:`scaling_note`).
+        """
+        profile = resolve_profile(profile)
+        base = cls(profile=profile)
+        return by_profile(
+            profile,
+            smoke=replace(base, horizon=8, widths=(16, 32), train_steps=40, batch_size=32, lr=1e-3,
+                          warmup_steps=5, edm=replace(base.edm, num_steps=6)),
+            cpu=replace(base, horizon=32, widths=(32, 64, 128), train_steps=3000, batch_size=256, lr=5e-4,
+                        warmup_steps=200),
+            paper=base,
+        )
+
+    def scaling_note(self) -> str | None:
+        """One line saying what this config changed from the paper's settings and why (None if nothing)."""
+        paper = TrajectoryDiffusionConfig()
+        changed = []
+        if self.horizon != paper.horizon:
+            changed.append(f"L {paper.horizon}->{self.horizon}")
+        if self.widths != paper.widths:
+            changed.append(f"U-Net widths {paper.widths}->{self.widths}")
+        if self.edm.num_steps != paper.edm.num_steps:
+            changed.append(f"Heun steps N {paper.edm.num_steps}->{self.edm.num_steps}")
+        if self.train_steps != paper.train_steps:
+            changed.append(f"train steps {paper.train_steps}->{self.train_steps}")
+        if self.batch_size != paper.batch_size:
+            changed.append(f"batch {paper.batch_size}->{self.batch_size}")
+        if not changed:
+            return None
+        return (f"diffusion model (profile '{self.profile}'): " + ", ".join(changed)
+                + "; scaled down so training and sampling fit a CPU (use --profile paper on a GPU).")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-native dict (tuples become lists)."""
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrajectoryDiffusionConfig:
+        data = dict(data)
+        data["widths"] = tuple(int(w) for w in data["widths"])
+        data["edm"] = edm.EDMParams(**data["edm"])
+        return cls(**data)
+
+    def config_hash(self) -> str:
+        """sha256 (first 12 hex) of the JSON of every field that changes the trained model."""
+        data = {k: v for k, v in self.to_json().items() if k not in _UNHASHED}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def validate(self) -> None:
+        """Raise :class:`UserInputError` for settings that cannot work."""
+        if self.horizon < 1:
+            raise UserInputError(f"diffusion horizon L must be >= 1, got {self.horizon}")
+        if not self.widths or min(self.widths) < 1:
+            raise UserInputError(f"U-Net widths must be positive, got {self.widths}")
+        if self.train_steps < 0 or self.batch_size < 1:
+            raise UserInputError("train_steps must be >= 0 and batch_size >= 1")
+        if self.edm.num_steps < 1:
+            raise UserInputError(f"the number of Heun steps N must be >= 1, got {self.edm.num_steps}")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-dimension scaled z-scores, states and actions separately: x_norm = (x - mean) / div with
+    div = std / scale, so normalised data have standard deviation ``scale``.
+
+    obs_mean, obs_std: (obs,) float32 mean and divisor; act_mean, act_std: (act,) float32 likewise (the
+    dataset std is floored at 1e-3); scale: s_d of Table 3 (0.5), so the data match the spread the EDM
+    preconditioning assumes.
+    """
+
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    act_mean: np.ndarray
+    act_std: np.ndarray
+    scale: float = 1.0
+
+    @classmethod
+    def from_dataset(cls, dataset: OfflineDataset, scale: float) -> Normalizer:
+        stats = dataset.stats
+        acts = dataset.transitions.actions.astype(np.float64)
+        return cls(obs_mean=stats.obs_mean.astype(np.float32),
+                   obs_std=(stats.obs_std / scale).astype(np.float32),
+                   act_mean=acts.mean(axis=0).astype(np.float32),
+                   act_std=(np.maximum(acts.std(axis=0), 1e-3) / scale).astype(np.float32), scale=scale)
+
+    def norm_obs(self, obs: np.ndarray) -> np.ndarray:
+        return ((obs - self.obs_mean) / self.obs_std).astype(np.float32)
+
+    def denorm_obs(self, obs: np.ndarray) -> np.ndarray:
+        return (obs * self.obs_std + self.obs_mean).astype(np.float32)
+
+    def norm_act(self, act: np.ndarray) -> np.ndarray:
+        return ((act - self.act_mean) / self.act_std).astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else float(v)) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Normalizer:
+        return cls(**{k: (float(v) if k == "scale" else np.asarray(v, dtype=np.float32))
+                      for k, v in data.items()})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_network(config: TrajectoryDiffusionConfig, channels: int) -> TemporalUNet:
+    """The U-Net F for ``channels`` = obs+act, initialised from ``config.seed`` (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return TemporalUNet(channels, config.widths, kernel=config.kernel, act=config.activation)
+
+
+class TrajectoryDiffusion:
+    """A trained trajectory denoiser with its normaliser; samples states given s_0 and actions.
+
+    network: the EMA U-Net F (eval mode); obs_dim, act_dim: sizes; meta: JSON-native training record.
+    """
+
+    def __init__(self, config: TrajectoryDiffusionConfig, network: TemporalUNet, normalizer: Normalizer,
+                 obs_dim: int, act_dim: int, meta: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.network = network.to(self.device).eval()
+        self.normalizer = normalizer
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        self.meta = dict(meta or {})
+        self.from_cache = False
+        mask = condition_mask(config.horizon, obs_dim, act_dim).T  # (C, L+1)
+        self._cond_mask = torch.as_tensor(mask, device=self.device)[None]
+
+    @property
+    def horizon(self) -> int:
+        """L: actions per trajectory (the sample has L+1 states)."""
+        return self.config.horizon
+
+    @property
+    def network_evaluations_per_sample(self) -> int:
+        """Denoiser calls per call of :meth:`sample` at the default N (2N-1 for Heun)."""
+        return edm.network_evaluations(self.config.edm.num_steps)
+
+    def denoise(self, x: Tensor, sigma: float) -> Tensor:
+        """D_theta(x; sigma) on normalised trajectories x (B, obs+act, L+1) (channels first)."""
+        s = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+        return edm.precondition(self.network, x, s, self.config.edm.sigma_data)
+
+    def sample(self, s0: np.ndarray, actions: np.ndarray, rng: np.random.Generator, *,
+               num_steps: int | None = None) -> np.ndarray:
+        """Draw tau_s ~ p_theta(tau | s_0, tau_a) with Algorithm 2 (hard replacement of s_0 and actions).
+
+        s0: (B, obs) float32 start states; actions: (B, L, act) float32; both raw units. rng seeds the
+        sampler noise (same rng state -> same samples on the same device). num_steps: N (default
+        ``config.edm.num_steps``). Returns states (B, L+1, obs) float32 in raw units with
+        ``out[:, 0] == s0`` exactly (the conditions are replaced in normalised space after every step, and
+        the raw s0 is copied into the output so the normalisation round trip cannot perturb it).
+        """
+        s0 = np.asarray(s0, dtype=np.float32)
+        actions = np.asarray(actions, dtype=np.float32)
+        b, length = s0.shape[0], self.horizon
+        if s0.ndim != 2 or s0.shape[1] != self.obs_dim:
+            raise UserInputError(f"s0 has shape {s0.shape}, expected (B, {self.obs_dim})")
+        if actions.shape != (b, length, self.act_dim):
+            raise UserInputError(
+                f"actions have shape {actions.shape}, expected ({b}, {length}, {self.act_dim}): the "
+                f"diffusion model was trained with horizon L={length}")
+        p = self.config.edm
+        n = p.num_steps if num_steps is None else int(num_steps)
+        t = edm.time_steps(n, p.sigma_min, p.sigma_max, p.rho)
+        gammas = edm.churn_gammas(t, p.s_churn, p.s_tmin, p.s_tmax)
+
+        cond = np.zeros((b, self.obs_dim + self.act_dim, length + 1), dtype=np.float32)
+        cond[:, :self.obs_dim, 0] = self.normalizer.norm_obs(s0)
+        cond[:, self.obs_dim:, :length] = self.normalizer.norm_act(actions).transpose(0, 2, 1)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(rng.integers(0, 2 ** 63 - 1)))
+        with torch.inference_mode():
+            cond_t = torch.as_tensor(cond, device=self.device)
+            mask = self._cond_mask
+
+            def apply_conditions(x: Tensor) -> Tensor:
+                return torch.where(mask, cond_t, x)
+
+            def randn_like(x: Tensor) -> Tensor:
+                return torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+
+            latents = randn_like(cond_t)
+            x = edm.heun_sample(self.denoise, latents, t, gammas, p.s_noise, apply_conditions, randn_like,
+                                 replace_after_churn=self.config.condition_after_churn)
+            states = x[:, :self.obs_dim, :].transpose(1, 2).cpu().numpy()
+        out = self.normalizer.denorm_obs(states)
+        out[:, 0] = s0
+        return out
+
+    # ----------------------------------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config.json, meta.json (normaliser, sizes, training record) and model.pt to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
+        meta = dict(self.meta, obs_dim=self.obs_dim, act_dim=self.act_dim,
+                    normalizer=self.normalizer.to_json())
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        torch.save(state, directory / "model.pt")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | None = None) -> TrajectoryDiffusion:
+        """Read a model written by :meth:`save` (``device`` overrides the saved config's)."""
+        directory = Path(directory)
+        if not (directory / "model.pt").exists():
+            raise UserInputError(f"no trajectory diffusion model in {directory} (expected model.pt there)")
+        config = TrajectoryDiffusionConfig.from_json(json.loads((directory / "config.json").read_text()))
+        if device is not None:
+            config = replace(config, device=device)
+        meta = json.loads((directory / "meta.json").read_text())
+        obs_dim, act_dim = int(meta.pop("obs_dim")), int(meta.pop("act_dim"))
+        normalizer = Normalizer.from_json(meta.pop("normalizer"))
+        network = build_network(config, obs_dim + act_dim)
+        network.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
+        return cls(config, network, normalizer, obs_dim, act_dim, meta)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def dataset_windows(dataset: OfflineDataset, normalizer: Normalizer, horizon: int) -> WindowIndex:
+    """The windows of Eq. 2 over every episode of ``dataset``, normalised before padding."""
+    return build_windows([normalizer.norm_obs(ep.observations) for ep in dataset.episodes],
+                         [normalizer.norm_act(ep.actions) for ep in dataset.episodes], horizon)
+
+
+def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: TrajectoryDiffusionConfig, *,
+                   progress: bool = True) -> tuple[TemporalUNet, dict[str, Any]]:
+    """Minimise Eq. 4 over the windows; return the EMA network (eval mode) and a training record.
+
+    Each step draws ``batch_size`` windows uniformly from the union S of Eq. 2, noise levels
+    ln(s) ~ N(P_mean, P_std^2), adds n ~ N(0, s^2 I), hard-replaces the conditions (s_0 and all actions)
+    in the noisy input with their clean values (as Algorithm 2 does at sampling time), and takes the
+    lambda(s)-weighted squared error on states t >= 1 (only real states when ``mask_padding``).
+    """
+    device = resolve_device(config.device)
+    network = network.to(device).train()
+    ema = build_network(config, network.channels).to(device)
+    ema.load_state_dict(network.state_dict())
+    ema.eval().requires_grad_(False)
+    opt = torch.optim.Adam(network.parameters(), lr=config.lr)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    obs_dim = windows.obs_dim
+    channels = network.channels
+    cond = torch.as_tensor(condition_mask(config.horizon, obs_dim, channels - obs_dim).T, device=device)[None]
+    state_rows = torch.zeros(1, channels, 1, dtype=torch.bool, device=device)
+    state_rows[:, :obs_dim] = True
+    sd = config.edm.sigma_data
+    history: list[tuple[int, float]] = []
+    running = math.nan
+    start = time.perf_counter()
+    bar = tqdm(range(config.train_steps), desc="diffusion (Eq. 4)", unit="step", disable=not progress,
+               leave=False)
+    for step in bar:
+        idx = rng.integers(0, len(windows), size=config.batch_size)
+        x_np, valid_np = windows.gather(idx)
+        y = torch.as_tensor(x_np, device=device).transpose(1, 2).contiguous()  # (B, C, L+1)
+        valid = torch.as_tensor(valid_np, device=device)[:, None, :]  # (B, 1, L+1)
+        sigma = edm.sample_sigma(y.shape[0], config.edm.p_mean, config.edm.p_std, gen, device)
+        noise = torch.randn(y.shape, generator=gen, device=device) * sigma[:, None, None]
+        noisy = torch.where(cond, y, y + noise)
+        denoised = edm.precondition(network, noisy, sigma, sd)
+        loss_mask = state_rows & ~cond
+        if config.mask_padding:
+            loss_mask = loss_mask & valid
+        loss = edm.edm_loss(denoised, y, sigma, sd, loss_mask)
+        for group in opt.param_groups:
+            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+        opt.step()
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pn in zip(ema.parameters(), network.parameters(), strict=True):
+                pe.lerp_(pn, 1.0 - decay)
+            for be, bn in zip(ema.buffers(), network.buffers(), strict=True):
+                be.copy_(bn)
+        value = float(loss.detach())
+        running = value if math.isnan(running) else 0.98 * running + 0.02 * value
+        if step % 50 == 0 or step == config.train_steps - 1:
+            history.append((step, running))
+            bar.set_postfix(loss=f"{running:.4f}")
+    bar.close()
+    record = {"train_seconds": time.perf_counter() - start, "final_loss": running,
+              "loss_history": history, "parameters": count_parameters(network), "windows": len(windows)}
+    return ema, record
+
+
+def cache_dir(dataset: OfflineDataset, config: TrajectoryDiffusionConfig) -> Path:
+    """``augment_home()/diffusion/<dataset hash>-<config hash>``."""
+    return augment_home() / "diffusion" / f"{dataset.content_hash}-{config.config_hash()}"
+
+
+def fit_trajectory_diffusion(dataset: OfflineDataset, config: TrajectoryDiffusionConfig, *,
+                             progress: bool = True, cache: bool = True) -> TrajectoryDiffusion:
+    """Train the trajectory diffusion model on ``dataset`` or load it from the cache.
+
+    With ``cache`` a model for the same (dataset content hash, config hash) is loaded instead of trained
+    (``model.from_cache`` is then True), and a newly trained one is written there atomically.
+    """
+    config.validate()
+    target = cache_dir(dataset, config)
+    if cache and (target / "model.pt").exists():
+        model = TrajectoryDiffusion.load(target, device=config.device)
+        model.config = replace(model.config, **{k: getattr(config, k) for k in _UNHASHED})
+        model.from_cache = True
+        return model
+    note = config.scaling_note()
+    if progress and note:
+        tqdm.write(note)
+    dataset.validate()
+    normalizer = Normalizer.from_dataset(dataset, config.edm.sigma_data)
+    windows = dataset_windows(dataset, normalizer, config.horizon)
+    network = build_network(config, dataset.observation_size + dataset.action_size)
+    ema, record = train_denoiser(network, windows, config, progress=progress)
+    record.update(dataset=dataset.name, dataset_hash=dataset.content_hash, config_hash=config.config_hash(),
+                  torch_version=torch.__version__)
+    model = TrajectoryDiffusion(config, ema, normalizer, dataset.observation_size, dataset.action_size,
+                                record)
+    if cache:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        model.save(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished the same model first; keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    return model
