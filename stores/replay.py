@@ -576,6 +576,16 @@ class ReplayStore:
                         f"store '{self.path}' is damaged: chunk {k} of array '{name}' (rows {k * c}-"
                         f"{min((k + 1) * c, rows)}) is missing; restore it from a copy")
 
+    def read_rows(self, start: int, stop: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Committed rows ``[start, stop)`` of the given row columns (default all; see :meth:`load`)."""
+        if not 0 <= start <= stop <= self._rows:
+            raise UserInputError(f"rows {start}-{stop} lie outside the {self._rows} committed rows")
+        names = list(ROW_COLUMNS) if columns is None else list(columns)
+        unknown = [n for n in names if n not in ROW_COLUMNS]
+        if unknown:
+            raise UserInputError(f"unknown store column(s) {unknown}; columns are {list(ROW_COLUMNS)}")
+        return {name: self._read(name, start, stop) for name in names}
+
     def episode_starts(self) -> np.ndarray:
         """(E+1,) int64 offsets: trajectory e holds rows ``[starts[e], starts[e+1])``; the last is N."""
         starts = self._read(BOUNDARY_ARRAY, 0, self._trajectories).astype(np.int64)
