@@ -56,9 +56,12 @@ def train_config(cfg: DyDiffConfig, *, profile: str, seed: int) -> Any:
         max_synthetic=cfg.max_synthetic)
 
 
-def make_dydiff_generator(dataset: Any, cfg: DyDiffConfig, *, progress: bool = True) -> DyDiffGenerator:
+def make_dydiff_generator(dataset: Any, cfg: DyDiffConfig, *, progress: bool = True,
+                          world_config: Any | None = None, diffusion_config: Any | None = None,
+                          ) -> DyDiffGenerator:
     """A fitted :class:`DyDiffGenerator` for ``dataset`` (models from the cache when present)."""
-    gen = DyDiffGenerator(cfg, progress=progress)
+    gen = DyDiffGenerator(cfg, world_config=world_config, diffusion_config=diffusion_config,
+                          progress=progress)
     gen.fit(dataset)
     return gen
 
@@ -109,11 +112,13 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
 
 
 def train_with_dydiff(dataset: Any, learner: str, cfg: DyDiffConfig, config: Any, run_dir: Path, *,
-                      progress: bool = True, extra_config: dict[str, Any] | None = None) -> Any:
+                      progress: bool = True, extra_config: dict[str, Any] | None = None,
+                      world_config: Any | None = None, diffusion_config: Any | None = None) -> Any:
     """Fit (or load) DyDiff's models for ``dataset`` and run :func:`baselines.loop.train` with them.
 
     ``config`` is the loop's TrainConfig (its rollout schedule should come from ``cfg``, see
-    :func:`train_config`). Returns the loop's RunResult; the store's attributes name DyDiff's settings.
+    :func:`train_config`); world_config / diffusion_config: the models' configs (None: the profile's).
+    Returns the loop's RunResult; the store's attributes name DyDiff's settings.
     """
     from baselines.loop import train
 
@@ -121,7 +126,8 @@ def train_with_dydiff(dataset: Any, learner: str, cfg: DyDiffConfig, config: Any
     for line in cfg.explain():
         _echo(quiet, line)
     t0 = time.perf_counter()
-    generator = DyDiffGenerator(cfg, progress=progress)
+    generator = DyDiffGenerator(cfg, world_config=world_config, diffusion_config=diffusion_config,
+                                progress=progress)
     note = getattr(generator.diffusion_config(), "scaling_note", lambda: None)()
     if note:
         _echo(quiet, f"  diffusion model: {note}")

@@ -6,8 +6,13 @@ times ``DyDiffGenerator.generate`` for a few rounds with a TD3+BC rollout policy
 Reports synthetic transitions per second (kept by the filter, after the cut at terminals), rollout
 steps per second (B_r * L), and network evaluations per trajectory.
 
-Part 2 (time share): one ``augment dydiff`` run of ``--run-steps`` updates through the training loop;
-reads the wall time spent generating / updating / evaluating from results.json.
+Part 2 (time share): one dydiff run of ``--run-steps`` updates through the training loop (the profile's
+TrainConfig and DyDiff schedule); reads the wall time spent generating / updating / evaluating.
+
+``--quick-fit`` trains the profile-sized networks for only a few steps: generation speed depends on
+the network sizes, B_r, L, M and the number of Heun steps, not on how well the models were trained, so
+this measures the speed without the ~15-minute cpu denoiser training. ``--dataset-profile`` picks the
+dataset's recipe budget independently of the models' profile.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dydiff.py --profile cpu \
         --dataset hopper-medium-replay --rounds 2 --run-steps 2000
@@ -32,19 +37,33 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def bench_speed(dataset_name: str, profile: str, rounds: int, rollout_batch: int | None,
-                iterations: int | None) -> dict[str, Any]:
+def model_configs(profile: str, quick_fit: bool) -> tuple[Any, Any]:
+    """(world config, diffusion config) of ``profile``; with ``quick_fit`` the same sizes, few steps."""
+    from augment.diffusion.trajectory import TrajectoryDiffusionConfig
+    from augment.world import WorldModelConfig
+
+    world = WorldModelConfig.for_profile(profile)
+    diffusion = TrajectoryDiffusionConfig.for_profile(profile)
+    if quick_fit:
+        world = dataclasses.replace(world, max_epochs=2, steps_per_epoch=20, reward_max_epochs=2,
+                                    reward_steps_per_epoch=20)
+        diffusion = dataclasses.replace(diffusion, train_steps=20, warmup_steps=5)
+    return world, diffusion
+
+
+def bench_speed(dataset: Any, profile: str, rounds: int, rollout_batch: int | None,
+                iterations: int | None, quick_fit: bool) -> dict[str, Any]:
     """Generation speed of one profile (part 1)."""
     import torch
 
     from augment.commands import dydiff_config, make_dydiff_generator
     from augment.generators.dydiff import relabel_actions, single_step_rollout
     from baselines.learners import make_learner, rollout_policy
-    from stores.datasets import load_dataset
 
-    dataset = load_dataset(dataset_name, profile=profile, progress=False)
     cfg = dydiff_config(dataset.name, profile=profile, rollout_batch=rollout_batch, iterations=iterations)
-    (gen, fit_s) = _timed(make_dydiff_generator, dataset, cfg, progress=False)
+    world_cfg, diffusion_cfg = model_configs(profile, quick_fit)
+    (gen, fit_s) = _timed(make_dydiff_generator, dataset, cfg, progress=False, world_config=world_cfg,
+                          diffusion_config=diffusion_cfg)
     policy = rollout_policy(make_learner("td3bc", dataset, seed=0), "td3bc")
     rng = np.random.default_rng(0)
     gen.generate(min(8, cfg.rollout_batch), policy, rng)  # warm-up (allocations, lazy imports)
@@ -61,7 +80,8 @@ def bench_speed(dataset_name: str, profile: str, rounds: int, rollout_batch: int
     _, t_diff = _timed(gen.diffusion.sample, s0, actions, rng)
     _, t_relabel = _timed(relabel_actions, policy, states)
     return {
-        "profile": profile, "dataset": dataset.name, "rollout_batch": cfg.rollout_batch,
+        "profile": profile, "dataset": dataset.name, "dataset_transitions": dataset.num_transitions,
+        "quick_fit": quick_fit, "rollout_batch": cfg.rollout_batch,
         "rollout_length": cfg.rollout_length, "iterations": cfg.iterations, "filter": cfg.filter,
         "eta": cfg.eta, "torch_threads": torch.get_num_threads(),
         "network_evaluations_per_trajectory": gen.network_evaluations(),
@@ -76,11 +96,15 @@ def bench_speed(dataset_name: str, profile: str, rounds: int, rollout_batch: int
     }
 
 
-def bench_share(dataset_name: str, profile: str, steps: int, out: Path) -> dict[str, Any]:
+def bench_share(dataset: Any, profile: str, steps: int, out: Path, quick_fit: bool) -> dict[str, Any]:
     """Wall-time shares of one dydiff run through the loop (part 2)."""
-    from augment.commands import run_dydiff
+    from augment.commands import dydiff_config, train_config, train_with_dydiff
 
-    result, run_dir = run_dydiff("td3bc", dataset_name, profile=profile, steps=steps, out=out, progress=False)
+    cfg = dydiff_config(dataset.name, profile=profile, steps=steps)
+    world_cfg, diffusion_cfg = model_configs(profile, quick_fit)
+    run_dir = out
+    result = train_with_dydiff(dataset, "td3bc", cfg, train_config(cfg, profile=profile, seed=0), run_dir,
+                               progress=False, world_config=world_cfg, diffusion_config=diffusion_cfg)
     times = result.times
     total = times["total"]
     return {"profile": profile, "steps": result.steps, "rounds": result.rounds,
@@ -98,13 +122,18 @@ def main() -> None:
     parser.add_argument("--rollout-batch", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--run-steps", type=int, default=2000, help="0 skips part 2")
+    parser.add_argument("--dataset-profile", default=None, help="recipe budget of the dataset [--profile]")
+    parser.add_argument("--quick-fit", action="store_true", help="profile-sized networks, few train steps")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
     import torch
 
+    from stores.datasets import load_dataset
+
     torch.set_num_threads(1)
-    report: dict[str, Any] = {"speed": bench_speed(args.dataset, args.profile, args.rounds,
-                                                   args.rollout_batch, args.iterations)}
+    dataset = load_dataset(args.dataset, profile=args.dataset_profile or args.profile, progress=False)
+    report: dict[str, Any] = {"speed": bench_speed(dataset, args.profile, args.rounds, args.rollout_batch,
+                                                   args.iterations, args.quick_fit)}
     sp = report["speed"]
     nfe = sp["network_evaluations_per_trajectory"]
     print(f"profile {sp['profile']}: B_r={sp['rollout_batch']} L={sp['rollout_length']} M={sp['iterations']} "
@@ -120,7 +149,8 @@ def main() -> None:
           f"one diffusion sample {st['diffusion_sample']:.2f} s, one relabel Eq. 8 {st['relabel_eq8']:.3f} s")
     if args.run_steps > 0:
         with tempfile.TemporaryDirectory() as tmp:
-            report["share"] = bench_share(args.dataset, args.profile, args.run_steps, Path(tmp) / "run")
+            report["share"] = bench_share(dataset, args.profile, args.run_steps, Path(tmp) / "run",
+                                          args.quick_fit)
         sh = report["share"]
         share = sh["share"]
         print(f"run of {sh['steps']} updates, {sh['rounds']} rounds: generate {100 * share['generate']:.1f}% "
