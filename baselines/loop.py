@@ -273,7 +273,7 @@ class _Run:
         self.algo.set_grad_step(int(saved["grad_step"]))
         sampler_state = saved["sampler"]
         if "synthetic" not in sampler_state:  # fixed pool: rebuilt from the store, only the RNG moves
-            sampler_state = {**self.sampler.state_dict(), "rng": sampler_state["rng"]}
+            sampler_state = {**self.sampler.state_dict(), **sampler_state}
         self.sampler.load_state_dict(sampler_state)
         self.gen_rng.bit_generator.state = saved["generator_rng"]
         restore_global_rng(saved["global_rng"])

@@ -22,6 +22,9 @@ from d3rlpy.dataset import TransitionMiniBatch
 from stores.errors import UserInputError
 from stores.schema import Transitions
 
+#: Batches' worth of raw random draws made at once (amortises the generator's per-call cost).
+RAW_BLOCK_BATCHES = 256
+
 REQUIRED_KEYS: tuple[str, ...] = ("observations", "actions", "rewards", "next_observations", "terminals")
 
 
@@ -88,8 +91,12 @@ def pack_transitions(arrays: Mapping[str, np.ndarray], *, episode_ends: np.ndarr
     return np.ascontiguousarray(packed)
 
 
-def unpack_batch(rows: np.ndarray, observation_size: int, action_size: int) -> TransitionMiniBatch:
-    """Views of packed rows (B, 2*obs + 2*act + 2) as a d3rlpy TransitionMiniBatch (no copy)."""
+def unpack_batch(rows: np.ndarray, observation_size: int, action_size: int, *,
+                 intervals: np.ndarray | None = None) -> TransitionMiniBatch:
+    """Views of packed rows (B, 2*obs + 2*act + 2) as a d3rlpy TransitionMiniBatch (no copy).
+
+    intervals: (B, 1) float32 ones to reuse (read-only); made fresh when None.
+    """
     o, a = observation_size, action_size
     c = 0
     obs = rows[:, c:c + o]
@@ -105,7 +112,9 @@ def unpack_batch(rows: np.ndarray, observation_size: int, action_size: int) -> T
     nact = rows[:, c:c + a]
     return TransitionMiniBatch(
         observations=obs, actions=act, rewards=rew, next_observations=nobs, next_actions=nact,
-        terminals=term, intervals=np.ones((rows.shape[0], 1), dtype=np.float32), transitions=[])
+        terminals=term,
+        intervals=intervals if intervals is not None else np.ones((rows.shape[0], 1), np.float32),
+        transitions=[])
 
 
 class MixedSampler:
@@ -141,6 +150,11 @@ class MixedSampler:
         self.real_ratio = float(real_ratio)
         self.max_synthetic = max_synthetic
         self.rng = np.random.Generator(np.random.PCG64(seed))
+        # raw 64-bit draws are made in blocks and mapped to rows by modulo (bias < n / 2**64)
+        self._raw = np.empty(0, dtype=np.uint64)
+        self._raw_pos = 0
+        self._intervals = np.ones((batch_size, 1), dtype=np.float32)
+        self._intervals.flags.writeable = False
         width = self._real.shape[1]
         initial = max_synthetic if max_synthetic is not None else 1024
         self._syn = np.empty((initial, width), dtype=np.float32)
@@ -205,24 +219,38 @@ class MixedSampler:
             return self._syn[:self._syn_count].copy()
         return np.concatenate([self._syn[self._syn_head:], self._syn[:self._syn_head]])
 
+    def _draws(self) -> np.ndarray:
+        """The next ``batch_size`` raw uint64 draws (refilled 256 batches at a time)."""
+        b = self.batch_size
+        if self._raw_pos + b > self._raw.size:
+            self._raw = self.rng.bit_generator.random_raw(RAW_BLOCK_BATCHES * b)
+            self._raw_pos = 0
+        raw = self._raw[self._raw_pos:self._raw_pos + b]
+        self._raw_pos += b
+        return raw
+
     def sample_rows(self) -> np.ndarray:
-        """One batch as packed rows (B, width): real rows first, then synthetic ones."""
+        """One batch as packed rows (B, width): real rows first, then synthetic ones.
+
+        Row indices are uniform with replacement: ``raw % n`` over each part's ``n`` rows.
+        """
         b_real, b_syn = self.split()
+        raw = self._draws()
         out = np.empty((self.batch_size, self.width), dtype=np.float32)
-        idx = self.rng.integers(0, self._real.shape[0], size=b_real)
-        np.take(self._real, idx, axis=0, out=out[:b_real])
+        np.take(self._real, raw[:b_real] % np.uint64(self._real.shape[0]), axis=0, out=out[:b_real])
         if b_syn:
-            sidx = self.rng.integers(0, self._syn_count, size=b_syn)
-            np.take(self._syn, sidx, axis=0, out=out[b_real:])
+            np.take(self._syn, raw[b_real:] % np.uint64(self._syn_count), axis=0, out=out[b_real:])
         return out
 
     def sample(self) -> TransitionMiniBatch:
         """One d3rlpy TransitionMiniBatch of ``batch_size`` rows (:meth:`sample_rows` unpacked)."""
-        return unpack_batch(self.sample_rows(), self.observation_size, self.action_size)
+        return unpack_batch(self.sample_rows(), self.observation_size, self.action_size,
+                            intervals=self._intervals)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue identically: generator state and the synthetic pool."""
-        return {"rng": self.rng.bit_generator.state, "synthetic": self._syn[:self._syn_count].copy(),
+        return {"rng": self.rng.bit_generator.state, "raw": self._raw.copy(), "raw_pos": self._raw_pos,
+                "synthetic": self._syn[:self._syn_count].copy(),
                 "synthetic_head": self._syn_head, "synthetic_added": self.synthetic_added}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -236,3 +264,5 @@ class MixedSampler:
         self._syn_head = int(state["synthetic_head"])
         self.synthetic_added = int(state["synthetic_added"])
         self.rng.bit_generator.state = state["rng"]
+        self._raw = np.asarray(state["raw"], dtype=np.uint64).copy()
+        self._raw_pos = int(state["raw_pos"])
