@@ -236,4 +236,27 @@ def test_cache_hit_skips_training(data: OfflineDataset, tmp_path: Path, monkeypa
 
     other = fit_world_model(data, dataclasses.replace(cfg, seed=5), progress=False)
     assert not other.from_cache
-    assert len(list((tmp_path / "home" / "world").iterdir())) == 2
+    assert len([p for p in (tmp_path / "home" / "world").iterdir() if p.is_dir()]) == 2
+
+
+def test_a_second_fit_waits_for_the_first_and_loads_its_model(
+        data: OfflineDataset, model: WorldModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from augment.world.model import _exclusive
+
+    monkeypatch.setenv("AUGMENT_HOME", str(tmp_path / "home"))
+    target = cache_dir(data, SMOKE)
+    target.parent.mkdir(parents=True)
+    result: dict[str, WorldModel] = {}
+    with _exclusive(target.with_name(f"{target.name}.lock")):  # "another process" is training
+        def second() -> None:
+            result["m"] = fit_world_model(data, SMOKE, progress=False)
+
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive(), "the second fit must wait for the lock"
+        model.save(target)  # the first process finishes
+    waiter.join(timeout=60)
+    assert result["m"].from_cache

@@ -16,11 +16,13 @@ place, so a directory that exists is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,11 @@ from augment.world.training import fit_ensemble, holdout_split
 from stores.errors import UserInputError
 from stores.paths import augment_home
 from stores.schema import OfflineDataset
+
+try:  # POSIX advisory locks, so that parallel runs train a world model once
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX platforms
+    fcntl = None  # type: ignore[assignment]
 
 WEIGHTS = "weights.pt"
 
@@ -213,6 +220,30 @@ def fit_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progre
     (the returned model predicts on the CPU). The termination rule follows ``dataset.env_id``.
     """
     target = cache_dir(dataset, config)
+    if not cache:
+        return _load_or_train(dataset, config, target, progress=progress, cache=False, device=device)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.with_name(f"{target.name}.lock")):  # a second process waits, then hits
+        return _load_or_train(dataset, config, target, progress=progress, cache=True, device=device)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (POSIX; elsewhere no lock)."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _load_or_train(dataset: OfflineDataset, config: WorldModelConfig, target: Path, *, progress: bool,
+                  cache: bool, device: str) -> WorldModel:
+    """Load ``target`` when ``cache`` and it is complete; otherwise train (and save there when ``cache``)."""
     if cache and (target / WEIGHTS).is_file():
         model = WorldModel.load(target)
         model.from_cache = True
