@@ -8,6 +8,7 @@ accepted too (``hopper_medium_replay-v2``).
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -74,8 +75,12 @@ def parse_name(name: str) -> DatasetName:
     aliases = all_aliases()
     canonical = aliases.get(key)
     if canonical is None:
-        raise UserInputError(did_you_mean(name, list(NAMES) + sorted(set(aliases) - set(NAMES)),
-                                          hint="see `augment datasets list`"))
+        close = difflib.get_close_matches(key, list(NAMES) + sorted(set(aliases) - set(NAMES)), n=1,
+                                          cutoff=0.6)
+        if close:  # suggest the canonical name even when the closest spelling is an alias
+            raise UserInputError(f"unknown name '{name}'; did you mean '{aliases[close[0]]}'? "
+                                 "see `augment datasets list`")
+        raise UserInputError(did_you_mean(name, NAMES, hint="see `augment datasets list`"))
     family, kind = canonical.split("-", 1)
     return DatasetName(family=family, kind=kind)
 

@@ -70,7 +70,7 @@ def family_of(name_or_env: str) -> str:
         for fam in ("maze2d-umaze", "maze2d-medium", "maze2d-large"):
             if key == fam or key.startswith(fam + "-"):
                 return fam
-    head = key.split("-")[0]
+    head = re.split(r"[-_]", key)[0]
     if head in REFERENCE_RETURNS:
         return head
     raise UserInputError(did_you_mean(
