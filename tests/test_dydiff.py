@@ -111,7 +111,7 @@ def test_for_profile_follows_table_4() -> None:
     assert (maze.eta, maze.iterations) == (0.6, 1)
     assert DyDiffConfig.for_profile("paper", "hopper-mr").eta == 0.8
     cpu = DyDiffConfig.for_profile("cpu", "hopper-medium-replay")
-    assert cpu.rollout_batch < 2048 and cpu.notes and "paper 2048" in "\n".join(cpu.explain())
+    assert cpu.rollout_batch < 2048 and cpu.notes and "(paper 2048)" in "\n".join(cpu.explain())
     assert mr.kept_per_round == int(0.8 * 2048)
 
 

@@ -147,22 +147,22 @@ class DyDiffConfig:
         kind = dataset_kind(dataset_name)
         eta = 0.6 if kind in ("medium", "maze2d") else 0.8
         iterations = 1 if kind == "maze2d" else 2
-        rollout_batch = by_profile(profile, smoke=16, cpu=256, paper=2048)
+        rollout_batch = by_profile(profile, smoke=16, cpu=128, paper=2048)
         rollout_length = by_profile(profile, smoke=8, cpu=32, paper=100)
-        interval = by_profile(profile, smoke=50, cpu=500, paper=500)
+        interval = by_profile(profile, smoke=50, cpu=1000, paper=500)
         steps = by_profile(profile, smoke=100, cpu=100_000, paper=1_000_000)
-        sample_batch = by_profile(profile, smoke=16, cpu=256, paper=2048)
-        max_synthetic = by_profile(profile, smoke=20_000, cpu=400_000, paper=2_000_000)
+        sample_batch = by_profile(profile, smoke=16, cpu=128, paper=2048)
+        max_synthetic = by_profile(profile, smoke=20_000, cpu=200_000, paper=2_000_000)
         notes: tuple[str, ...] = ()
         if profile != "paper":
             notes = (
-                f"rollout batch B_r {rollout_batch} (paper 2048): one round of {rollout_batch} x "
-                f"M={iterations} diffusion samples must take seconds, not minutes, without a GPU",
+                f"rollout batch B_r {rollout_batch} (paper 2048): on 2 CPU cores one diffusion sample of "
+                "256 windows at N=34 Heun steps takes ~20 s, so a round must stay small",
                 f"rollout length L {rollout_length} (paper 100): the CPU denoiser is trained on "
                 f"{rollout_length}-step windows; shorter windows make it trainable in minutes",
-                f"learner steps {steps} (paper 1M) with a round every {interval} updates "
-                f"(paper 500): {steps // interval + 1} rounds in all",
-                f"synthetic buffer {max_synthetic} transitions (paper 2M), scaled with the steps",
+                f"learner steps {steps:,} (paper 1M) with a round every {interval} updates "
+                f"(paper 500): {steps // interval} rounds, so generating costs about as much as updating",
+                f"synthetic buffer {max_synthetic:,} transitions (paper 2M), scaled with the steps",
                 "unchanged from the paper: M, eta, softmax temperature 0.05, real ratio 0.6, batch 256",
             )
         return cls(iterations=iterations, rollout_batch=rollout_batch, rollout_length=rollout_length,
@@ -175,7 +175,7 @@ class DyDiffConfig:
                 f"L={self.rollout_length}, every {self.rollout_interval} updates, {self.filter} filter "
                 f"eta={self.eta} (keeps {self.kept_per_round}), temperature={self.temperature}, "
                 f"real ratio={self.real_ratio}")
-        return [head] + [f"  scaled down: {note}" for note in self.notes]
+        return [head] + [f"  - {note}" for note in self.notes]
 
 
 # ----------------------------------------------------------------------------------------------------
