@@ -155,3 +155,22 @@ def test_profiles_scale_the_budget() -> None:
     assert paper.eval_every == 5_000 and paper.eval_episodes == 10 and smoke.eval_episodes == 2
     assert TrainConfig.for_profile("cpu", steps=7, seed=None).steps == 7
     assert "updates" in cpu.scaled_summary()
+
+
+@pytest.mark.slow
+def test_cli_train_smoke_builds_the_dataset_and_writes_the_run_dir(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    out = tmp_path / "run"
+    args = ["train", "--policy", "td3bc", "--dataset", "hopper-medium-replay", "--profile", "smoke",
+            "--steps", "20", "--eval-every", "10", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "final normalized" in result.output
+    for name in ("config.json", "metrics.csv", "results.json", "model.d3", "checkpoints/latest"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 20 and results["dataset"] == "hopper-medium-replay"
+    assert results["env_id"] == "Hopper-v5" and len(results["evaluations"]) == 2
