@@ -17,6 +17,7 @@ import csv
 import functools
 import math
 import multiprocessing
+import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -228,8 +229,15 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "arm"
 
 
-def _run_spec(spec: str, request: RunRequest) -> Path:
-    """Worker entry for ``--jobs``: resolve the arm in this process and run it."""
+def _run_spec(spec: str, request: RunRequest, threads: int) -> Path:
+    """Worker entry for ``--jobs``: quiet logs, ``threads`` torch threads, resolve the arm here, run it."""
+    import logging
+
+    import structlog
+    import torch
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    torch.set_num_threads(threads)
     return resolve_arm(spec).runner(request)
 
 
@@ -275,7 +283,8 @@ def compare(arms: Sequence[str | Arm], *, dataset: str, learner: str, seeds: Seq
             raise UserInputError("--jobs > 1 needs arms given by name (strings), not Arm objects")
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_spec, spec, req) for spec, _, req in todo]
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            futures = [pool.submit(_run_spec, spec, req, threads) for spec, _, req in todo]
             for f in futures:
                 f.result()
     else:

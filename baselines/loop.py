@@ -305,6 +305,8 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if latest_checkpoint(run_dir) is not None and (run_dir / "config.json").exists():
+        _check_resumable(read_json(run_dir / "config.json"), dataset, learner, config, run_dir)
     run = _Run(dataset, learner, config, run_dir, generator, synthetic, extra_config)
     if generator is not None:
         run.open_store()
@@ -363,6 +365,26 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
         algo.save(str(run_dir / "model.d3"))
         write_json(run_dir / "results.json", _results_json(run, result))
     return result
+
+
+#: TrainConfig fields a resumed run must share with the run it continues.
+RESUME_KEYS: tuple[str, ...] = ("seed", "batch_size", "real_ratio", "rollout_interval", "rollout_batch",
+                                "max_synthetic", "steps")
+
+
+def _check_resumable(saved: dict[str, Any], dataset: OfflineDataset, learner: str, config: TrainConfig,
+                     run_dir: Path) -> None:
+    """UserInputError when ``run_dir`` holds a run that this call cannot continue identically."""
+    old = saved.get("train", {})
+    diffs = [f"{k} {old.get(k)} -> {getattr(config, k)}" for k in RESUME_KEYS
+             if old.get(k) != getattr(config, k)]
+    if saved.get("learner") != learner:
+        diffs.append(f"learner {saved.get('learner')} -> {learner}")
+    if saved.get("dataset", {}).get("content_hash") != dataset.content_hash:
+        diffs.append("dataset content changed")
+    if diffs:
+        raise UserInputError(f"{run_dir} holds a different run ({'; '.join(diffs)}); pass --overwrite to "
+                             "start over or choose another --out")
 
 
 def _last5(evals: list[dict[str, float]], key: str) -> float:

@@ -13,6 +13,7 @@ from baselines_data import hopper_random_dataset
 from baselines.loop import TrainConfig, load_run, train
 from baselines.protocols import Generator, Policy
 from baselines.runs import read_metrics
+from stores.errors import UserInputError
 from stores.replay import ReplayStore
 from stores.schema import OfflineDataset, TrajectoryBatch
 
@@ -121,6 +122,8 @@ def test_resume_reaches_the_same_final_result(dataset: OfflineDataset, tmp_path:
                  progress=False, stop_at=16)
     assert not part.completed and part.steps == 16
     assert not (tmp_path / "split" / "results.json").exists()
+    with pytest.raises(UserInputError, match="seed 5 -> 6"):
+        train(dataset, "td3bc", _config(seed=6), tmp_path / "split", progress=False)
     resumed = train(dataset, "td3bc", _config(), tmp_path / "split", generator=EnvRolloutGenerator(),
                     progress=False)
     assert resumed.completed and resumed.steps == 24
