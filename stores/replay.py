@@ -473,10 +473,14 @@ class ReplayStore:
             data = {name: (parts[0] if len(parts) == 1 else np.concatenate(parts))
                     for name, parts in self._buffer.items()}
             count = end - self._buf_start
+            # Arrays grow in whole chunks (one metadata write per chunk, not per flush); rows past the
+            # committed length are not part of the store whatever the array shape says.
+            capacity = -(-end // c) * c
             for name, array in self._arrays.items():
                 if name == BOUNDARY_ARRAY:
                     continue
-                array.resize(self.schema.shape(name, end))
+                if array.shape[0] < capacity:
+                    array.resize(self.schema.shape(name, capacity))
                 array[self._buf_start:end] = data[name][:count]
             self._written = end
             keep_from = (end // c) * c
@@ -495,7 +499,9 @@ class ReplayStore:
         boundary = self._arrays[BOUNDARY_ARRAY]
         e_old = self._trajectories
         e_new = e_old + new.shape[0]
-        boundary.resize((e_new,))
+        c = self.schema.chunk_rows
+        if boundary.shape[0] < e_new:
+            boundary.resize((-(-e_new // c) * c,))
         boundary[e_old:e_new] = new
         self._pending_starts = [starts[starts >= rows]]
         self._batch_ends = [b for b in self._batch_ends if b > rows]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 from replay_data import batch_ends, expected_rows
 
 from stores.replay import ReplayStore
@@ -64,12 +63,6 @@ def _start_writer(tmp_path: Path, how: str, n: int) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _leftover_rows(path: Path) -> int:
-    """Rows the arrays hold beyond the committed length (what a killed writer left uncommitted)."""
-    group = zarr.open_group(str(path), mode="r")
-    return max(group[name].shape[0] for name in ("observations", "rewards")) - group.attrs["committed_rows"]
-
-
 def _check_recovered(path: Path, reported: list[int]) -> int:
     """The store opens, validates, holds whole batches only, at least every reported commit, the right data;
     and it can be appended to again. Returns the number of batches it held."""
@@ -105,8 +98,6 @@ def test_sigkill_at_the_worst_moments(tmp_path: Path, how: str, n: int) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err
     reported = [int(line) for line in out.split()]
-    if how == "mid-write":  # the killed batch's rows were partly written but never committed
-        assert _leftover_rows(tmp_path / "s.zarr") > 0
     batches = _check_recovered(tmp_path / "s.zarr", reported)
     if how == "before-commit":  # killed before the 3rd commit: exactly two batches survive
         assert batches == 2
