@@ -82,18 +82,18 @@ class TrainConfig:
     def for_profile(cls, profile: str | None, **overrides: Any) -> TrainConfig:
         """The budget of ``profile`` (smoke / cpu / paper) with ``overrides`` (None values ignored).
 
-        smoke: 300 updates, evaluation every 100 with 2 episodes. cpu: 100k updates, evaluation every
-        5k with 5 episodes. paper: 1M updates, evaluation every 5k with 10 episodes (TD3+BC / IQL papers).
+        smoke: 300 updates, evaluation every 100 with 2 episodes. cpu: 50k updates, evaluation every
+        2.5k with 5 episodes. paper: 1M updates, evaluation every 5k with 10 episodes (TD3+BC / IQL papers).
         """
         name = resolve_profile(profile)
         base = cls(
-            steps=by_profile(name, smoke=300, cpu=100_000, paper=1_000_000),
-            eval_every=by_profile(name, smoke=100, cpu=5_000, paper=5_000),
+            steps=by_profile(name, smoke=300, cpu=50_000, paper=1_000_000),
+            eval_every=by_profile(name, smoke=100, cpu=2_500, paper=5_000),
             eval_episodes=by_profile(name, smoke=2, cpu=5, paper=10),
-            rollout_interval=by_profile(name, smoke=100, cpu=10_000, paper=10_000),
+            rollout_interval=by_profile(name, smoke=100, cpu=5_000, paper=10_000),
             rollout_batch=by_profile(name, smoke=16, cpu=128, paper=256),
             max_synthetic=by_profile(name, smoke=10_000, cpu=200_000, paper=1_000_000),
-            checkpoint_every=by_profile(name, smoke=100, cpu=10_000, paper=50_000),
+            checkpoint_every=by_profile(name, smoke=100, cpu=5_000, paper=50_000),
             profile=name,
         )
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
