@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ except ImportError:  # pragma: no cover - Windows
 
 FORMAT_NAME = "augment-replay-store"
 FORMAT_VERSION = 1
-DEFAULT_CHUNK_ROWS = 65536
+DEFAULT_CHUNK_ROWS = 32768
 LOCK_NAME = ".writer.lock"
 
 # Column name -> (dtype, kind of trailing dimension: "obs", "act" or None for 1-D).
@@ -121,6 +122,9 @@ class StoreSchema:
                 "chunk_rows": self.chunk_rows, "columns": columns}
 
 
+BLOSC_CONFIG = {"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle", "blocksize": 0}
+
+
 def _compressors() -> list[Any]:
     """Blosc(lz4, level 5, bit shuffle).
 
@@ -130,7 +134,57 @@ def _compressors() -> list[Any]:
     """
     from zarr.codecs import BloscCodec
 
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
+    return [BloscCodec(**BLOSC_CONFIG)]
+
+
+class _ChunkWriter:
+    """Writes whole chunks of one array straight to ``<array>/c/<k>[/0]`` files, byte for byte what Zarr
+    writes for our codec chain (``bytes`` little-endian -> ``blosc`` lz4/bitshuffle): each chunk is
+    Blosc-compressed and renamed into place (atomic, like Zarr's local store), without Zarr's per-chunk
+    asyncio/thread overhead (about half the append time). Used only when the array's metadata is exactly
+    the chain this module creates; otherwise the store writes through Zarr."""
+
+    def __init__(self, folder: Path, dtype: np.dtype[Any], chunk_shape: tuple[int, ...]) -> None:
+        from numcodecs import Blosc
+
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(BLOSC_CONFIG["shuffle"])]
+        self.codec = Blosc.from_config({"cname": BLOSC_CONFIG["cname"], "clevel": BLOSC_CONFIG["clevel"],
+                                        "shuffle": shuffle, "blocksize": BLOSC_CONFIG["blocksize"],
+                                        "typesize": int(dtype.itemsize)})
+        self.folder = folder
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.chunk_shape = chunk_shape
+
+    @staticmethod
+    def matches(array: Any) -> bool:
+        """True when ``array``'s metadata is exactly the layout and codec chain :func:`_compressors` makes."""
+        meta = array.metadata.to_dict()
+        codecs = meta.get("codecs", [])
+        itemsize = np.dtype(array.dtype).itemsize
+        return (meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}}
+                and not meta.get("storage_transformers")
+                and len(codecs) == 2 and codecs[0].get("name") == "bytes"
+                and codecs[0].get("configuration", {"endian": "little"}) == {"endian": "little"}
+                and codecs[1] == {"name": "blosc", "configuration": {"typesize": itemsize, **BLOSC_CONFIG}})
+
+    def write(self, first_chunk: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (whole chunks; a short last one is zero-padded) from chunk ``first_chunk`` on."""
+        c = self.chunk_shape[0]
+        for i in range(0, rows.shape[0], c):
+            piece = rows[i:i + c]
+            if piece.shape[0] < c:
+                padded = np.zeros(self.chunk_shape, dtype=self.dtype)
+                padded[:piece.shape[0]] = piece
+                piece = padded
+            encoded = self.codec.encode(np.ascontiguousarray(piece, dtype=self.dtype))
+            key = self.folder / str(first_chunk + i // c)
+            if len(self.chunk_shape) == 2:
+                key = key / "0"
+            key.parent.mkdir(parents=True, exist_ok=True)
+            tmp = key.with_name(f"{key.name}.{uuid.uuid4().hex}.partial")
+            with open(tmp, "wb") as f:
+                f.write(encoded)
+            os.replace(tmp, key)
 
 
 class ReplayStore:
@@ -369,6 +423,10 @@ class ReplayStore:
             if array.shape[0] != rows:
                 array.resize((rows, *array.shape[1:]))
         c = self.schema.chunk_rows
+        self._chunk_writers = {
+            name: _ChunkWriter(self.path / name / "c", np.dtype(ROW_COLUMNS[name][0]),
+                               tuple(self._arrays[name].chunks))
+            for name in ROW_COLUMNS if _ChunkWriter.matches(self._arrays[name])}
         self._written = self._rows
         self._buf_start = (self._rows // c) * c
         # Buffered columns cover absolute rows [_buf_start, _pending_end); the already-written tail of the
@@ -481,7 +539,11 @@ class ReplayStore:
                     continue
                 if array.shape[0] < capacity:
                     array.resize(self.schema.shape(name, capacity))
-                array[self._buf_start:end] = data[name][:count]
+                writer = self._chunk_writers.get(name)
+                if writer is not None:
+                    writer.write(self._buf_start // c, data[name][:count])
+                else:
+                    array[self._buf_start:end] = data[name][:count]
             self._written = end
             keep_from = (end // c) * c
             offset = keep_from - self._buf_start

@@ -47,7 +47,7 @@ def store_group() -> None:
                                               "(smoke | cpu | paper).")
 @click.option("--env", "env_id", default=None, help="Gymnasium env id when the file does not say it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
-@click.option("--chunk-rows", default=65536, show_default=True, type=int, help="Rows per Zarr chunk.")
+@click.option("--chunk-rows", default=32768, show_default=True, type=int, help="Rows per Zarr chunk.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def import_cmd(source: str, out: Path, profile: str | None, env_id: str | None, overwrite: bool,
                chunk_rows: int, quiet: bool) -> None:

@@ -43,6 +43,9 @@ WRITER = textwrap.dedent("""
     if how == "before-commit":      # data of the batch written, committed length not yet
         kill_on(ReplayStore, "_commit")
     elif how == "mid-write":        # some arrays of the batch written, others not
+        from stores.replay import _ChunkWriter
+        kill_on(_ChunkWriter, "write")
+    elif how == "mid-boundary":     # all row data written, trajectory boundaries being written
         kill_on(zarr.Array, "__setitem__")
     store = ReplayStore.create(path, observation_size=11, action_size=3, chunk_rows={chunk})
     k = 0
@@ -92,15 +95,21 @@ def _check_recovered(path: Path, reported: list[int]) -> int:
     return batches
 
 
-@pytest.mark.parametrize("how,n", [("before-commit", 3), ("mid-write", 47), ("mid-write", 101)])
+@pytest.mark.parametrize("how,n", [("before-commit", 3), ("mid-write", 47), ("mid-write", 101),
+                                   ("mid-boundary", 4)])
 def test_sigkill_at_the_worst_moments(tmp_path: Path, how: str, n: int) -> None:
     proc = _start_writer(tmp_path, how, n)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == -signal.SIGKILL, err
     reported = [int(line) for line in out.split()]
     batches = _check_recovered(tmp_path / "s.zarr", reported)
     if how == "before-commit":  # killed before the 3rd commit: exactly two batches survive
         assert batches == 2
+    if how == "mid-boundary":  # killed writing the 4th batch's boundaries: three survive
+        assert batches == 3
 
 
 def test_sigkill_at_random_times(tmp_path: Path) -> None:
