@@ -1,11 +1,13 @@
 """Training-loop speed, side by side in one run: bare ``algo.update`` vs our loop vs d3rlpy ``fit()``.
 
 All three train TD3+BC (batch 256) from the same seed on the same dataset for ``--updates`` updates,
-interleaved over ``--repeats`` rounds (the median is reported) so load on a shared machine hits them alike:
+interleaved over ``--repeats`` rounds (the median is reported). Rates are updates per **CPU second** of
+this process (``time.process_time``, one torch thread), which a busy shared machine distorts far less than
+wall time:
 
 * bare: ``algo.update(batch)`` over batches built beforehand by the MixedSampler (the floor);
 * our loop: :func:`baselines.loop.train` with one evaluation (1 episode) and one checkpoint at the end,
-  timed as wall time minus evaluation;
+  timed as the whole call minus the evaluation's wall time;
 * d3rlpy fit(): ``algo.fit(MDPDataset, n_steps=...)`` with the no-op logger and no evaluators.
 
 Usage:
@@ -37,20 +39,20 @@ def bare(dataset: OfflineDataset, updates: int, seed: int) -> float:
     algo = make_learner("td3bc", dataset, seed=seed)
     sampler = MixedSampler(dataset.transitions, batch_size=256, seed=seed)
     batches = [sampler.sample() for _ in range(updates)]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for b in batches:
         algo.update(b)
-    return updates / (time.perf_counter() - t0)
+    return updates / (time.process_time() - t0)
 
 
 def loop(dataset: OfflineDataset, updates: int, seed: int) -> float:
     config = TrainConfig(steps=updates, eval_every=updates, eval_episodes=1, checkpoint_every=updates,
                          seed=seed, profile="bench")
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         r = train(dataset, "td3bc", config, Path(tmp) / "run", progress=False)
-        wall = time.perf_counter() - t0
-    return updates / (wall - r.times["evaluate"])
+        cpu = time.process_time() - t0
+    return updates / (cpu - r.times["evaluate"])
 
 
 def fit(dataset: OfflineDataset, updates: int, seed: int) -> float:
@@ -58,10 +60,10 @@ def fit(dataset: OfflineDataset, updates: int, seed: int) -> float:
     mdp = d3rlpy.dataset.MDPDataset(observations=tr.observations, actions=tr.actions, rewards=tr.rewards,
                                     terminals=tr.terminals, timeouts=tr.timeouts)
     algo = make_learner("td3bc", dataset, seed=seed)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     algo.fit(mdp, n_steps=updates, n_steps_per_epoch=updates,
              logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=False, save_interval=10**9)
-    return updates / (time.perf_counter() - t0)
+    return updates / (time.process_time() - t0)
 
 
 def main() -> None:
@@ -86,7 +88,7 @@ def main() -> None:
     ours = med["our loop (train)"]
     print(f"dataset {dataset.name} ({dataset.num_transitions:,} transitions), TD3+BC batch 256, "
           f"{args.updates} updates x {args.repeats} interleaved repeats, {args.threads} torch thread(s)")
-    print("| variant | updates/s (median) | runs | our loop relative |")
+    print("| variant | updates per CPU-s (median) | runs | our loop relative |")
     print("| --- | ---: | --- | ---: |")
     for name, m in med.items():
         runs = ", ".join(f"{r:.0f}" for r in rates[name])
