@@ -43,8 +43,8 @@ WRITER = textwrap.dedent("""
     if how == "before-commit":      # data of the batch written, committed length not yet
         kill_on(ReplayStore, "_commit")
     elif how == "mid-write":        # some arrays of the batch written, others not
-        from stores.replay import _ChunkWriter
-        kill_on(_ChunkWriter, "write")
+        from stores.replay import _ChunkFiles
+        kill_on(_ChunkFiles, "write")
     elif how == "mid-boundary":     # all row data written, trajectory boundaries being written
         kill_on(zarr.Array, "__setitem__")
     store = ReplayStore.create(path, observation_size=11, action_size=3, chunk_rows={chunk})
