@@ -260,3 +260,13 @@ def test_a_second_fit_waits_for_the_first_and_loads_its_model(
         model.save(target)  # the first process finishes
     waiter.join(timeout=60)
     assert result["m"].from_cache
+
+
+def test_non_finite_data_is_refused_with_the_column_named(data: OfflineDataset) -> None:
+    ep = data.episodes[0]
+    bad_obs = ep.observations.copy()
+    bad_obs[2, 4] = np.nan
+    bad = OfflineDataset(name="bad", episodes=(dataclasses.replace(ep, observations=bad_obs),),
+                         env_id="Hopper-v5")
+    with pytest.raises(UserInputError, match="'observations' holds NaN"):
+        fit_world_model(bad, SMOKE, progress=False, cache=False)

@@ -36,7 +36,7 @@ from augment.world.termination import termination_fn
 from augment.world.training import fit_ensemble, holdout_split
 from stores.errors import UserInputError
 from stores.paths import augment_home
-from stores.schema import OfflineDataset
+from stores.schema import OfflineDataset, check_finite
 
 try:  # POSIX advisory locks, so that parallel runs train a world model once
     import fcntl
@@ -172,6 +172,8 @@ def train_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, prog
     targets ``r``; each normalised with the training rows' mean and std.
     """
     tr = dataset.transitions
+    for name in ("observations", "actions", "rewards", "next_observations"):
+        check_finite(name, getattr(tr, name), where=f"dataset '{dataset.name}': ")
     n = len(tr)
     rng = np.random.default_rng(config.seed)
     train_idx, hold_idx = holdout_split(n, config.holdout_ratio, config.max_holdout, rng)
