@@ -17,6 +17,7 @@ its leading dimension, so snapshots are per-member slices.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,9 +45,9 @@ class EnsembleRegressor(Protocol):
         """Scalar added to the summed member losses (weight decay, log-variance bounds)."""
         ...
 
-    def parameters(self) -> object: ...
-
-    def named_parameters(self) -> object: ...
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """Every parameter, each with the member index as its leading dimension (an nn.Module's)."""
+        ...
 
 
 @dataclass(frozen=True)
