@@ -312,19 +312,21 @@ def read_minari(dataset_id: str, *, root: str | os.PathLike[str] | None = None,
         env_id = env_spec.id if env_spec is not None else None
         episodes: list[Episode] = []
         where = f"minari:{dataset_id}: "
-        for i, ep in enumerate(ds.iterate_episodes()):
-            if not isinstance(ep.observations, np.ndarray):
-                raise UserInputError(f"{where}episode {i} has structured observations; only flat vectors "
-                                     "are supported")
-            terminated = np.asarray(ep.terminations, dtype=bool)
-            truncated = np.asarray(ep.truncations, dtype=bool)
+        # One pass over the storage (iterate_episodes re-opens the file for every episode).
+        for i, ep in enumerate(ds.storage.get_episodes(ds.episode_indices)):
+            obs, act = ep["observations"], ep["actions"]
+            if not isinstance(obs, np.ndarray) or not isinstance(act, np.ndarray):
+                raise UserInputError(f"{where}episode {i} has structured observations or actions; only flat "
+                                     "vectors are supported")
+            terminated = np.asarray(ep["terminations"], dtype=bool)
+            truncated = np.asarray(ep["truncations"], dtype=bool)
             if len(terminated) and not (terminated[-1] or truncated[-1]):
                 truncated = truncated.copy()
                 truncated[-1] = True
             episodes.append(Episode(
-                observations=np.asarray(ep.observations, dtype=np.float32),
-                actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(ep.actions), -1),
-                rewards=np.asarray(ep.rewards, dtype=np.float32),
+                observations=np.asarray(obs, dtype=np.float32).reshape(len(obs), -1),
+                actions=np.asarray(act, dtype=np.float32).reshape(len(act), -1),
+                rewards=np.asarray(ep["rewards"], dtype=np.float32),
                 terminated=terminated, truncated=truncated))
     provenance: dict[str, Any] = {"source": "minari", "dataset_id": dataset_id,
                                   "path": str(minari_dataset_dir(dataset_id, root=root))}
