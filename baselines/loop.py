@@ -292,7 +292,8 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
           stop_at: int | None = None) -> RunResult:
     """Train ``learner`` on ``dataset`` (plus synthetic data) and write the run directory ``run_dir``.
 
-    generator: called every ``config.rollout_interval`` updates (see the module docstring).
+    generator: called every ``config.rollout_interval`` updates (see the module docstring); it must be
+    ready to generate (``fit`` or ``load`` called by the caller).
     synthetic: fixed synthetic transitions (flat arrays as ``ReplayStore.load()``) mixed in at alpha.
     A run directory with a checkpoint is resumed from its latest one unless ``overwrite`` (which deletes
     it first). stop_at: end this call after that many total updates (checkpointing there), e.g. to
