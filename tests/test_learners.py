@@ -17,14 +17,15 @@ from baselines.learners import (
 from baselines.protocols import Policy
 from baselines.sampler import MixedSampler
 from stores.errors import UserInputError
+from stores.schema import OfflineDataset
 
 
 @pytest.fixture(scope="module")
-def dataset():  # noqa: ANN201 - fixture
+def dataset() -> OfflineDataset:
     return hopper_random_dataset(episodes=8, seed=1)
 
 
-def test_hyperparameters_and_scalers(dataset) -> None:  # noqa: ANN001
+def test_hyperparameters_and_scalers(dataset: OfflineDataset) -> None:
     td3 = make_learner("td3bc", dataset)
     assert isinstance(td3.config, d3rlpy.algos.TD3PlusBCConfig)
     assert td3.config.alpha == 2.5 and td3.config.update_actor_interval == 2
@@ -42,7 +43,7 @@ def test_hyperparameters_and_scalers(dataset) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("name", LEARNERS)
-def test_update_on_sampler_batches_and_act(name: str, dataset) -> None:  # noqa: ANN001
+def test_update_on_sampler_batches_and_act(name: str, dataset: OfflineDataset) -> None:
     algo = make_learner(name, dataset, batch_size=32, seed=0)
     sampler = MixedSampler(dataset.transitions, batch_size=32, seed=0)
     before = algo.predict(dataset.transitions.observations[:4]).copy()
@@ -58,7 +59,7 @@ def test_update_on_sampler_batches_and_act(name: str, dataset) -> None:  # noqa:
     assert not np.allclose(acts, before), "two updates should move the actor's output"
 
 
-def test_seed_decides_initial_weights(dataset) -> None:  # noqa: ANN001
+def test_seed_decides_initial_weights(dataset: OfflineDataset) -> None:
     obs = dataset.transitions.observations[:5]
     a = make_learner("td3bc", dataset, seed=3).predict(obs)
     b = make_learner("td3bc", dataset, seed=3).predict(obs)
@@ -67,7 +68,7 @@ def test_seed_decides_initial_weights(dataset) -> None:  # noqa: ANN001
     assert not np.allclose(a, c)
 
 
-def test_rollout_policy_is_stochastic_for_gaussian_actors(dataset) -> None:  # noqa: ANN001
+def test_rollout_policy_is_stochastic_for_gaussian_actors(dataset: OfflineDataset) -> None:
     assert rollout_policy(make_learner("td3bc", dataset), "td3bc").stochastic is False
     iql_policy = rollout_policy(make_learner("iql", dataset), "iql")
     assert iql_policy.stochastic is True
@@ -76,6 +77,6 @@ def test_rollout_policy_is_stochastic_for_gaussian_actors(dataset) -> None:  # n
     assert not np.allclose(acts[0], acts[1])
 
 
-def test_unknown_learner_suggests_a_name(dataset) -> None:  # noqa: ANN001
+def test_unknown_learner_suggests_a_name(dataset: OfflineDataset) -> None:
     with pytest.raises(UserInputError, match="did you mean 'td3bc'"):
         make_learner("td3_bc", dataset)
