@@ -155,6 +155,7 @@ class _ChunkFiles:
         self.folder = folder
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.chunk_shape = chunk_shape
+        self._made: set[Path] = set()  # chunk directories known to exist
 
     @staticmethod
     def matches(array: Any) -> bool:
@@ -198,7 +199,9 @@ class _ChunkFiles:
                 piece = padded
             encoded = self.codec.encode(np.ascontiguousarray(piece, dtype=self.dtype))
             key = self._key(first_chunk + i // c)
-            key.parent.mkdir(parents=True, exist_ok=True)
+            if key.parent not in self._made:
+                key.parent.mkdir(parents=True, exist_ok=True)
+                self._made.add(key.parent)
             tmp = key.with_name(f"{key.name}.{uuid.uuid4().hex}.partial")
             with open(tmp, "wb") as f:
                 f.write(encoded)
@@ -548,13 +551,13 @@ class ReplayStore:
             data = {name: (parts[0] if len(parts) == 1 else np.concatenate(parts))
                     for name, parts in self._buffer.items()}
             count = end - self._buf_start
-            # Arrays grow in whole chunks (one metadata write per chunk, not per flush); rows past the
-            # committed length are not part of the store whatever the array shape says.
-            capacity = -(-end // c) * c
+            # Arrays grow in whole chunks, geometrically (few metadata writes); rows past the committed
+            # length are not part of the store whatever the array shape says.
+            capacity = _grown_capacity(self._arrays["rewards"].shape[0], end, c)
             for name, array in self._arrays.items():
                 if name == BOUNDARY_ARRAY:
                     continue
-                if array.shape[0] < capacity:
+                if array.shape[0] < end:
                     array.resize(self.schema.shape(name, capacity))
                 files = self._chunk_files.get(name)
                 if files is not None:
@@ -578,9 +581,8 @@ class ReplayStore:
         boundary = self._arrays[BOUNDARY_ARRAY]
         e_old = self._trajectories
         e_new = e_old + new.shape[0]
-        c = self.schema.chunk_rows
         if boundary.shape[0] < e_new:
-            boundary.resize((-(-e_new // c) * c,))
+            boundary.resize((_grown_capacity(boundary.shape[0], e_new, self.schema.chunk_rows),))
         boundary[e_old:e_new] = new
         self._pending_starts = [starts[starts >= rows]]
         self._batch_ends = [b for b in self._batch_ends if b > rows]
@@ -811,6 +813,13 @@ class ReplayStore:
 
 
 # ---------------------------------------------------------------------- validation and conversion helpers
+
+
+def _grown_capacity(current: int, needed: int, chunk: int, max_step_chunks: int = 32) -> int:
+    """Rows to resize an array to so it holds ``needed`` rows: whole chunks, at least doubling the current
+    capacity (capped at ``max_step_chunks`` extra chunks per step), so appends rarely rewrite metadata."""
+    grown = min(2 * current, current + max_step_chunks * chunk)
+    return max(-(-needed // chunk) * chunk, -(-grown // chunk) * chunk)
 
 
 def _int_field(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
