@@ -96,14 +96,17 @@ def build_cmd(name: str, profile: str | None, seed: int, force: bool, quiet: boo
 @click.option("--seed", default=0, show_default=True, type=int, help="Recipe seed for names.")
 @click.option("--build/--no-build", default=False, show_default=True,
               help="Build a recipe that is not cached yet.")
+@click.option("--allow-download", is_flag=True, help="Let Minari download data it does not have locally "
+                                                    "(needs a network).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 def info_cmd(source: str, profile: str | None, env_id: str | None, seed: int, build: bool,
-             as_json: bool) -> None:
+             allow_download: bool, as_json: bool) -> None:
     """Episodes, transitions, returns and the data's normalized score of a NAME or PATH."""
     from stores.datasets import load_dataset
     from stores.scores import normalized_score
 
-    ds = load_dataset(source, profile=profile, env_id=env_id, seed=seed, build=build)
+    ds = load_dataset(source, profile=profile, env_id=env_id, seed=seed, build=build,
+                      allow_download=allow_download)
     st = ds.stats
     score: float | None = None
     score_of = ds.name if _has_reference(ds.name) else ds.env_id

@@ -307,6 +307,11 @@ def read_minari(dataset_id: str, *, root: str | os.PathLike[str] | None = None,
         except (ValueError, TypeError) as exc:
             raise UserInputError(f"cannot open Minari dataset '{dataset_id}': {exc} "
                                  "(ids look like namespace/name-vN)") from exc
+        except Exception as exc:  # network / hosting errors while downloading
+            if not download:
+                raise
+            raise UserInputError(f"could not download Minari dataset '{dataset_id}': "
+                                 f"{exc.__class__.__name__}: {exc}") from exc
         metadata = dict(ds.storage.metadata)
         env_spec = ds.spec.env_spec
         env_id = env_spec.id if env_spec is not None else None
