@@ -337,7 +337,11 @@ class ReplayStore:
     def _acquire_lock(path: Path) -> Any | None:
         if fcntl is None:  # pragma: no cover
             return None
-        handle = open(path / LOCK_NAME, "a+")  # noqa: SIM115 - held for the writer's lifetime
+        try:
+            handle = open(path / LOCK_NAME, "a+")  # noqa: SIM115 - held for the writer's lifetime
+        except OSError as exc:
+            raise UserInputError(
+                f"cannot append to '{path}': {exc.strerror} (open it with mode='r' to read)") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

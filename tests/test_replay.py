@@ -76,6 +76,12 @@ def test_round_trip_across_chunks_and_reopen(store_path: Path, direct: bool,
     for key in ("observations", "generator", "trajectory"):
         np.testing.assert_array_equal(np.concatenate([p[key] for p in pieces]), data[key])
     np.testing.assert_array_equal(np.concatenate([p["row"] for p in pieces]), np.arange(len(store)))
+    middle = store.read_rows(20, 45, ["actions", "start_index"])
+    np.testing.assert_array_equal(middle["actions"], data["actions"][20:45])
+    with pytest.raises(UserInputError, match="outside"):
+        store.read_rows(0, len(store) + 1)
+    with pytest.raises(UserInputError, match="unknown store column"):
+        store.load(columns=["obs"])
     info = store.info()
     assert info["rows"] == len(store) and info["trajectories"] == 45 and info["seed"] == 3
     assert sum(info["generators"].values()) == len(store) and info["format_version"] == FORMAT_VERSION
