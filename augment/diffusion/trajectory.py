@@ -258,6 +258,8 @@ class TrajectoryDiffusion:
             raise UserInputError(
                 f"actions have shape {actions.shape}, expected ({b}, {length}, {self.act_dim}): the "
                 f"diffusion model was trained with horizon L={length}")
+        if b == 0:
+            return np.zeros((0, length + 1, self.obs_dim), dtype=np.float32)
         p = self.config.edm
         n = p.num_steps if num_steps is None else int(num_steps)
         t = edm.time_steps(n, p.sigma_min, p.sigma_max, p.rho)
