@@ -17,7 +17,9 @@ from augment.diffusion.trajectory import (
     TrajectoryDiffusionConfig,
     cache_dir,
     fit_trajectory_diffusion,
+    loss_mask,
 )
+from augment.diffusion.windows import condition_mask
 from stores.errors import UserInputError
 from stores.schema import Episode, OfflineDataset
 
@@ -90,6 +92,18 @@ def test_config_json_and_hash() -> None:
     assert dataclasses.replace(cfg, horizon=31).config_hash() != cfg.config_hash()
     other_edm = dataclasses.replace(cfg.edm, p_std=1.0)
     assert dataclasses.replace(cfg, edm=other_edm).config_hash() != cfg.config_hash()
+
+
+def test_loss_covers_real_states_after_the_first() -> None:
+    cond = torch.as_tensor(condition_mask(4, OBS, ACT).T)[None]  # (1, C, 5)
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]
+    m = loss_mask(cond, OBS, valid)
+    assert m.shape == (2, OBS + ACT, 5)
+    assert not m[:, OBS:].any() and not m[:, :, 0].any()  # no actions, no s_0
+    assert m[0, :OBS, 1:].all()
+    assert m[1, :OBS, 1:3].all() and not m[1, :, 3:].any()  # padded steps excluded
+    unmasked = loss_mask(cond, OBS, None)
+    assert unmasked.shape == (1, OBS + ACT, 5) and unmasked[0, :OBS, 1:].all()
 
 
 def test_sample_contract_keeps_conditions_exactly(smoke_model: TrajectoryDiffusion) -> None:

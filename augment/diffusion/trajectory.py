@@ -327,6 +327,18 @@ def dataset_windows(dataset: OfflineDataset, normalizer: Normalizer, horizon: in
                          [normalizer.norm_act(ep.actions) for ep in dataset.episodes], horizon)
 
 
+def loss_mask(cond: Tensor, obs_dim: int, valid: Tensor | None) -> Tensor:
+    """Entries Eq. 4 covers: state channels of steps t >= 1 (not the conditions), and when ``valid`` is
+    given only real (non-padded) steps.
+
+    cond: (1, C, L+1) bool condition mask; valid: (B, 1, L+1) bool or None. Returns (1 or B, C, L+1) bool.
+    """
+    states = torch.zeros_like(cond)
+    states[:, :obs_dim] = True
+    mask = states & ~cond
+    return mask & valid if valid is not None else mask
+
+
 def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: TrajectoryDiffusionConfig, *,
                    progress: bool = True) -> tuple[TemporalUNet, dict[str, Any]]:
     """Minimise Eq. 4 over the windows; return the EMA network (eval mode) and a training record.
@@ -348,8 +360,6 @@ def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: Trajecto
     obs_dim = windows.obs_dim
     channels = network.channels
     cond = torch.as_tensor(condition_mask(config.horizon, obs_dim, channels - obs_dim).T, device=device)[None]
-    state_rows = torch.zeros(1, channels, 1, dtype=torch.bool, device=device)
-    state_rows[:, :obs_dim] = True
     sd = config.edm.sigma_data
     history: list[tuple[int, float]] = []
     running = math.nan
@@ -365,10 +375,8 @@ def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: Trajecto
         noise = torch.randn(y.shape, generator=gen, device=device) * sigma[:, None, None]
         noisy = torch.where(cond, y, y + noise)
         denoised = edm.precondition(network, noisy, sigma, sd)
-        loss_mask = state_rows & ~cond
-        if config.mask_padding:
-            loss_mask = loss_mask & valid
-        loss = edm.edm_loss(denoised, y, sigma, sd, loss_mask)
+        covered = loss_mask(cond, obs_dim, valid if config.mask_padding else None)
+        loss = edm.edm_loss(denoised, y, sigma, sd, covered)
         for group in opt.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
         opt.zero_grad(set_to_none=True)
