@@ -251,9 +251,9 @@ class TrajectoryDiffusion:
         """
         s0 = np.asarray(s0, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.float32)
-        b, length = s0.shape[0], self.horizon
         if s0.ndim != 2 or s0.shape[1] != self.obs_dim:
             raise UserInputError(f"s0 has shape {s0.shape}, expected (B, {self.obs_dim})")
+        b, length = s0.shape[0], self.horizon
         if actions.shape != (b, length, self.act_dim):
             raise UserInputError(
                 f"actions have shape {actions.shape}, expected ({b}, {length}, {self.act_dim}): the "
@@ -262,6 +262,8 @@ class TrajectoryDiffusion:
             return np.zeros((0, length + 1, self.obs_dim), dtype=np.float32)
         p = self.config.edm
         n = p.num_steps if num_steps is None else int(num_steps)
+        if n < 1:
+            raise UserInputError(f"the number of Heun steps N must be >= 1, got {n}")
         t = edm.time_steps(n, p.sigma_min, p.sigma_max, p.rho)
         gammas = edm.churn_gammas(t, p.s_churn, p.s_tmin, p.s_tmax)
 
