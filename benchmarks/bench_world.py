@@ -8,7 +8,7 @@ Usage::
 ``--dataset`` is anything :func:`stores.datasets.load_dataset` accepts (the project recipe is built on
 demand for ``--data-profile``), or ``random-actions:ENV:N`` for N transitions of uniform random actions
 (scaled by 0.5) in a Gymnasium env - a stand-in when no recipe has been built. Training never reads or
-writes the cache (``cache=False``). Prints one markdown table row per profile.
+writes the cache unless ``--cache`` is given. Prints one markdown table row per profile.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--data-profile", default="cpu", help="profile of the dataset recipe")
     parser.add_argument("--profile", action="append", help="world-model profile(s); default cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", action="store_true",
+                        help="reuse a cached model (its report keeps the figures of its training)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load(args.dataset, args.data_profile)
@@ -77,7 +79,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for profile in args.profile or ["cpu"]:
         cfg = WorldModelConfig.for_profile(profile)
-        model = fit_world_model(dataset, cfg, progress=True, cache=False)
+        model = fit_world_model(dataset, cfg, progress=True, cache=args.cache)
         rep = model.report
         _, hold = holdout_split(len(tr), cfg.holdout_ratio, cfg.max_holdout, np.random.default_rng(cfg.seed))
         still = float(np.mean((tr.next_observations[hold] - tr.observations[hold]) ** 2))
