@@ -8,6 +8,8 @@ failures) into one clear line and a non-zero exit, with the traceback only under
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 import traceback
@@ -17,8 +19,21 @@ import click
 from stores.errors import UserInputError
 
 
+def _silence_gym_banner() -> None:
+    """Import the legacy ``gym`` package (a d3rlpy dependency) with stderr captured.
+
+    gym 0.26 prints a multi-line "unmaintained" notice to stderr on import, with no switch to turn it off;
+    the toolkit itself uses Gymnasium, so the notice only confuses users of ``augment``.
+    """
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gym  # noqa: F401
+    except ImportError:  # pragma: no cover - gym comes with d3rlpy
+        pass
+
+
 def _quiet_libraries() -> None:
-    """Silence d3rlpy's structlog chatter and gymnasium warnings below WARNING."""
+    """Silence d3rlpy's structlog chatter below WARNING."""
     try:
         import structlog
 
@@ -50,6 +65,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
+    _silence_gym_banner()
     rooms = ("stores.dataset_commands", "stores.store_commands", "baselines.commands", "augment.commands")
     for module_name in rooms:
         try:
