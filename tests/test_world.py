@@ -181,6 +181,22 @@ def test_prediction_shapes_dtypes_and_rng(model: WorldModel, data: OfflineDatase
         model.predict_next(obs, act[:, :2], np.random.default_rng(0))
 
 
+def test_sample_is_the_drawn_elites_gaussian(model: WorldModel, data: OfflineDataset) -> None:
+    tr = data.transitions
+    obs, act = tr.observations[:200], tr.actions[:200]
+    mean, std = model.predict_next_distribution(obs, act)
+    rng = np.random.default_rng(4)
+    member = rng.integers(0, len(model.elites), size=200)
+    noise = rng.standard_normal(size=(200, 11)).astype(np.float32)
+    expected = mean[member, np.arange(200)] + std[member, np.arange(200)] * noise
+    np.testing.assert_allclose(model.predict_next(obs, act, np.random.default_rng(4)), expected,
+                               rtol=1e-5, atol=1e-5)
+    # one row per member only, and an empty member, still work
+    few = model.predict_next(obs[:1], act[:1], np.random.default_rng(0))
+    assert few.shape == (1, 11) and np.isfinite(few).all()
+    assert model.predict_next(obs[:0], act[:0], np.random.default_rng(0)).shape == (0, 11)
+
+
 def test_same_seed_same_model_different_seed_different(data: OfflineDataset) -> None:
     cfg = dataclasses.replace(SMOKE, max_epochs=2)
     a = fit_world_model(data, cfg, progress=False, cache=False)

@@ -171,6 +171,31 @@ class GaussianDynamicsEnsemble(nn.Module):
         return (mean * self.target_std + self.target_mean,
                 torch.exp(0.5 * logvar) * self.target_std)
 
+    @torch.no_grad()
+    def predict_rows(self, obs: torch.Tensor, act: torch.Tensor,
+                     member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row ``b`` through member ``member[b]`` only: raw mean and std of ``Delta``, each (B, obs).
+
+        obs (B, obs), act (B, act), member (B,) int64 in [0, E). Rows are grouped by member and padded to
+        the largest group, so one batched forward costs about B rows instead of E x B.
+        """
+        e, b = self.ensemble_size, obs.shape[0]
+        if b == 0:
+            return obs.new_zeros(obs.shape), obs.new_zeros(obs.shape)
+        counts = torch.bincount(member, minlength=e)
+        order = torch.argsort(member, stable=True)
+        grouped = member[order]
+        pos = torch.arange(b, device=obs.device) - (torch.cumsum(counts, 0) - counts)[grouped]
+        idx = torch.zeros(e, max(int(counts.max()), 1), dtype=torch.long, device=obs.device)
+        idx[grouped, pos] = order
+        x = self.normalize_inputs(torch.cat([obs, act], dim=-1))
+        mean, logvar = self(x[idx])
+        out_mean = torch.empty_like(obs)
+        out_std = torch.empty_like(obs)
+        out_mean[order] = mean[grouped, pos] * self.target_std + self.target_mean
+        out_std[order] = torch.exp(0.5 * logvar[grouped, pos]) * self.target_std
+        return out_mean, out_std
+
 
 def select_elites(holdout_mse: Sequence[float], k: int) -> list[int]:
     """Indices of the ``k`` members with the lowest holdout MSE, best first (ties: lower index first)."""

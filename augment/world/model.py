@@ -96,14 +96,15 @@ class WorldModel:
         Each row uses an elite drawn uniformly with ``rng`` and a Gaussian sample drawn with ``rng``.
         ``deterministic=True`` returns the mean over elites of their means and draws nothing.
         """
-        mean, std = self.predict_next_distribution(obs, act)
         if deterministic:
-            return mean.mean(axis=0).astype(np.float32)
-        b = mean.shape[1]
-        member = rng.integers(0, mean.shape[0], size=b)
-        noise = rng.standard_normal(size=(b, mean.shape[2])).astype(np.float32)
-        rows = np.arange(b)
-        return (mean[member, rows] + std[member, rows] * noise).astype(np.float32)
+            return self.predict_next_distribution(obs, act)[0].mean(axis=0).astype(np.float32)
+        o = _f32(obs, "obs", self.observation_size)
+        a = _f32(act, "act", self.action_size)
+        b = o.shape[0]
+        member = rng.integers(0, len(self.elites), size=b)
+        noise = rng.standard_normal(size=(b, self.observation_size)).astype(np.float32)
+        mean_delta, std = self.elite_dynamics.predict_rows(o, a, torch.from_numpy(member))
+        return (o + mean_delta + std * torch.from_numpy(noise)).numpy()
 
     def predict_reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         """r_psi(s, a) (Eq. 10 model): obs (B, obs), act (B, act) -> (B,) float32."""
