@@ -290,6 +290,12 @@ def diagnose_dydiff_command(dataset: str, profile: str | None, learner: str, pol
                                    starts=starts, max_iterations=max_iterations, seed=seed, out=out,
                                    progress=not quiet)
     click.echo(_table(result.summary_rows()))
+    if result.dataset_windows is not None:
+        click.echo("reference: the dataset's own windows under their recorded actions")
+        horizons = [t for t in (1, 5, 10, 25, 50, 100) if t <= result.rollout_length]
+        rows = [{"predictor": name, **{f"e@{t}": errs[t - 1] for t in horizons}, "e@L": errs[-1]}
+                for name, errs in result.dataset_windows.items()]
+        click.echo(_table(rows))
     click.echo(f"wrote {out_dir / 'diagnose.json'} and {out_dir / 'diagnose.png'}")
 
 

@@ -14,6 +14,10 @@ Which actions go with which states (the paper is silent; docs/dydiff.md):
 * ``M = k >= 1``: the states ``s^(k) ~ p_theta(.|s_0, a^(k-1))`` with the actions ``a^(k-1)`` they were
   conditioned on (the relabelled ``a^(k)`` only condition the next iteration).
 
+As an in-distribution reference, the same models also predict windows of the dataset's own
+trajectories from their recorded actions (:func:`dataset_window_errors`), next to the trivial
+prediction ``s_t = s_0``: this separates the models' error floor from the policy's distribution shift.
+
 Observations of the MuJoCo locomotion envs are ``qpos[1:]`` and ``qvel``: the x position is not observed
 and is set to 0 (every reward-free quantity in the observation is invariant to it); Hopper-v5 and
 Walker2d clip the observed velocities to [-10, 10], so a clipped velocity is set as clipped.
@@ -66,6 +70,8 @@ class DiagnosisResult:
     cumulative[M]: (L,) running sum E_t. errors_alive[M]: (L,) the same mean over the start states whose
     simulated trajectory has not terminated before step t (NaN when none). terminated[M]: fraction of
     simulated trajectories that hit the env's termination rule within L steps.
+    dataset_windows: the in-distribution reference of :func:`dataset_window_errors` (per predictor,
+    (L,) errors against the dataset's own trajectories under their recorded actions), or None.
     """
 
     env_id: str
@@ -78,6 +84,7 @@ class DiagnosisResult:
     errors_alive: dict[int, list[float]] = field(default_factory=dict)
     terminated: dict[int, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    dataset_windows: dict[str, list[float]] | None = None
 
     def summary_rows(self, horizons: tuple[int, ...] = (1, 5, 10, 25, 50, 100)) -> list[dict[str, Any]]:
         """Rows (one per M): e_t and E_t at the given horizons t that lie within L."""
@@ -207,6 +214,35 @@ def diagnose_rollouts(s0: np.ndarray, policy: Policy, world: Any, diffusion: Any
     return errors, terminal_steps, sims
 
 
+def dataset_window_errors(dataset: Any, world: Any, diffusion: Any, length: int, count: int,
+                          rng: np.random.Generator) -> dict[str, list[float]] | None:
+    """In-distribution reference: Eq. 37 errors against the dataset's own trajectories.
+
+    Draws ``count`` windows of L+1 states and L actions from episodes of at least L steps and predicts
+    the states from s_0 and the *recorded* actions with the single-step model (autoregressively), the
+    diffusion model (one sample), and the constant ``s_t = s_0``. Returns per-step mean errors (L,) by
+    predictor, or None when no episode is long enough.
+    """
+    episodes = [ep for ep in dataset.episodes if len(ep) >= length]
+    if not episodes:
+        return None
+    states, actions = [], []
+    for i in rng.integers(0, len(episodes), size=count):
+        ep = episodes[int(i)]
+        t = int(rng.integers(0, len(ep) - length + 1))
+        states.append(ep.observations[t: t + length + 1])
+        actions.append(ep.actions[t: t + length])
+    real = np.asarray(states, dtype=np.float32)
+    acts = np.asarray(actions, dtype=np.float32)
+    rolled = [real[:, 0]]
+    for t in range(length):
+        rolled.append(np.asarray(world.predict_next(rolled[-1], acts[:, t], rng), dtype=np.float32))
+    predictions = {"single_step": np.stack(rolled, axis=1),
+                   "diffusion": np.asarray(diffusion.sample(real[:, 0], acts, rng), dtype=np.float32),
+                   "constant_s0": np.repeat(real[:, :1], length + 1, axis=1)}
+    return {name: mean_errors(state_errors(pred, real)).tolist() for name, pred in predictions.items()}
+
+
 def run_diagnosis(dataset: Any, policy: Policy, world: Any, diffusion: Any, config: DiagnoseConfig,
                   ) -> DiagnosisResult:
     """Draw ``config.starts`` real start states and compute :class:`DiagnosisResult`."""
@@ -227,6 +263,7 @@ def run_diagnosis(dataset: Any, policy: Policy, world: Any, diffusion: Any, conf
         result.cumulative[m] = np.cumsum(mean).tolist()
         result.errors_alive[m] = mean_errors(per_start, alive_mask(terminal_steps[m], length)).tolist()
         result.terminated[m] = float((terminal_steps[m] >= 0).mean())
+    result.dataset_windows = dataset_window_errors(dataset, world, diffusion, length, int(idx.size), rng)
     return result
 
 
@@ -243,13 +280,19 @@ def plot_diagnosis(result: DiagnosisResult, path: Path) -> Path:
         label = "M=0 (single-step model)" if m == 0 else f"M={m}"
         axes[0].plot(steps, result.errors[m], label=label)
         axes[1].plot(steps, result.cumulative[m], label=label)
+    if result.dataset_windows is not None:
+        for name, errs in result.dataset_windows.items():
+            if name == "constant_s0":
+                continue
+            axes[0].plot(steps, errs, linestyle="--", alpha=0.7,
+                         label=f"{name.replace('_', '-')} on data windows (recorded actions)")
     axes[0].set_title("per-step state error e_t = ||s_model,t - s_sim,t||^2")
     axes[1].set_title("running sum E_t")
     for ax in axes:
         ax.set_xlabel("rollout step t")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(f"{result.dataset} ({result.env_id}): {result.starts} real start states")
     fig.tight_layout()
     path = Path(path)

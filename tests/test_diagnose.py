@@ -113,9 +113,16 @@ def test_run_diagnosis_perfect_single_step_model(tmp_path) -> None:
         assert result.errors[m][-1] > 1e-3
         np.testing.assert_allclose(result.cumulative[m], np.cumsum(result.errors[m]))
         assert result.cumulative[m][-1] >= result.cumulative[m][0]
+    # in-distribution reference: the simulator-as-model reproduces the data's own windows exactly, the
+    # s0-repeating "diffusion" equals the constant-s0 baseline
+    ref = result.dataset_windows
+    assert ref is not None and max(ref["single_step"]) < 1e-6
+    np.testing.assert_allclose(ref["diffusion"], ref["constant_s0"])
+    assert ref["constant_s0"][-1] > 1e-3
     json_path, png_path = write_diagnosis(result, tmp_path / "diag")
     data = json.loads(json_path.read_text())
     assert set(data["errors"]) == {"0", "1", "2"} and data["summary"][0]["M"] == 0
+    assert set(data["dataset_windows"]) == {"single_step", "diffusion", "constant_s0"}
     assert png_path.stat().st_size > 1000
     with pytest.raises(UserInputError, match="names no env"):
         run_diagnosis(OfflineDataset(name="x", episodes=dataset.episodes, env_id=None), ConstantPolicy(),
