@@ -160,7 +160,7 @@ class DyDiffConfig:
                 "256 windows at N=34 Heun steps takes ~20 s, so a round must stay small",
                 f"rollout length L {rollout_length} (paper 100): the CPU denoiser is trained on "
                 f"{rollout_length}-step windows; shorter windows make it trainable in minutes",
-                f"learner steps {steps:,} (paper 1M) with a round every {interval} updates "
+                f"learner steps {steps:,} by default (paper 1M) with a round every {interval} updates "
                 f"(paper 500): {steps // interval} rounds, so generating costs about as much as updating",
                 f"synthetic buffer {max_synthetic:,} transitions (paper 2M), scaled with the steps",
                 "unchanged from the paper: M, eta, softmax temperature 0.05, real ratio 0.6, batch 256",
@@ -172,9 +172,11 @@ class DyDiffConfig:
     def explain(self) -> list[str]:
         """Lines for the user: the profile and, when scaled down, what changed from the paper and why."""
         head = (f"DyDiff ({self.profile}): M={self.iterations}, B_r={self.rollout_batch}, "
-                f"L={self.rollout_length}, every {self.rollout_interval} updates, {self.filter} filter "
-                f"eta={self.eta} (keeps {self.kept_per_round}), temperature={self.temperature}, "
-                f"real ratio={self.real_ratio}")
+                f"L={self.rollout_length}, every {self.rollout_interval} updates of {self.steps:,}, "
+                f"{self.filter} filter eta={self.eta} (keeps {self.kept_per_round}), "
+                f"temperature={self.temperature}, real ratio={self.real_ratio}")
+        if self.notes:
+            head += "\n  the profile scaled the paper's settings down:"
         return [head] + [f"  - {note}" for note in self.notes]
 
 
