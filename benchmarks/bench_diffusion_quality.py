@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ def main() -> None:
                         help="recipe profile of the dataset (default: --profile)")
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbatim", action="store_true",
+                        help="also sample with Algorithm 2 verbatim (condition_after_churn=False)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -58,7 +61,7 @@ def main() -> None:
     truth = np.stack(states).astype(np.float32)
     acts = np.stack(actions).astype(np.float32)
     t0 = time.perf_counter()
-    out = model.sample(truth[:, 0], acts, rng)
+    out = model.sample(truth[:, 0], acts, np.random.default_rng(args.seed + 1))
     sample_s = time.perf_counter() - t0
     std = dataset.stats.obs_std
     mean = dataset.stats.obs_mean
@@ -68,6 +71,10 @@ def main() -> None:
 
     rows = {"diffusion": per_step(out), "hold s_0": per_step(np.broadcast_to(truth[:, :1], truth.shape)),
             "dataset mean": per_step(np.broadcast_to(mean, truth.shape))}
+    if args.verbatim:
+        model.config = replace(model.config, condition_after_churn=False)
+        rows["diffusion, Algorithm 2 verbatim"] = per_step(
+            model.sample(truth[:, 0], acts, np.random.default_rng(args.seed + 1)))
     horizons = sorted({h for h in (1, 2, 4, 8, 16, 32, 64, length) if h <= length})
     print(f"{dataset.name} ({dataset.num_transitions} transitions), profile {args.profile}, L = {length}, "
           f"{args.windows} windows; model {'from cache' if model.from_cache else 'trained'} "
