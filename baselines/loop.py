@@ -205,9 +205,10 @@ class _Run:
         else:
             self.store = ReplayStore.create(
                 path, observation_size=self.dataset.observation_size, action_size=self.dataset.action_size,
-                attrs={"dataset": self.dataset.name, "dataset_hash": self.dataset.content_hash,
+                attrs={"source_dataset": self.dataset.name, "source_hash": self.dataset.content_hash,
+                       "env_id": self.dataset.env_id, "normalization": self.dataset.stats.to_json(),
                        "learner": self.learner, "seed": self.config.seed,
-                       "generator": getattr(self.generator, "name", "")})
+                       "generator_name": getattr(self.generator, "name", "")})
 
     def generate(self) -> None:
         assert self.generator is not None

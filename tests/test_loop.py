@@ -97,6 +97,10 @@ def test_generator_hook_store_and_run_files(dataset: OfflineDataset, tmp_path: P
         data = store.load()
         stored = len(store)
         assert set(np.unique(data["round"]).tolist()) == {0, 1, 2}
+        info = store.info()  # the store format's standard provenance, as `augment store info` shows it
+        assert (info["source_dataset"], info["source_hash"]) == (dataset.name, dataset.content_hash)
+        assert info["env_id"] == dataset.env_id and info["generator_name"] == gen.name
+        assert info["has_normalization"]
         assert len(store) >= result.num_synthetic  # the pool is FIFO-capped at 40
     assert result.num_synthetic == min(40, len(data["actions"]))
     results, rows = load_run(tmp_path / "run")
