@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from baselines.learners import LEARNERS
+from baselines.learner_names import LEARNERS
 from stores.errors import UserInputError
 
 

@@ -24,20 +24,12 @@ import numpy as np
 import torch
 from d3rlpy.algos import QLearningAlgoBase
 
-from stores.errors import UserInputError, did_you_mean
+from baselines.learner_names import LEARNERS, STOCHASTIC_LEARNERS, check_learner
 from stores.schema import DatasetStats, OfflineDataset
 
-LEARNERS: tuple[str, ...] = ("td3bc", "cql", "iql")
+__all__ = ["LEARNERS", "STOCHASTIC_LEARNERS", "check_learner", "learner_config", "make_learner",
+           "LearnerPolicy", "rollout_policy"]
 
-#: Learners whose rollout policy samples a ~ pi(.|s) (DyDiff Eq. 8); td3bc's actor is deterministic.
-STOCHASTIC_LEARNERS: frozenset[str] = frozenset({"cql", "iql"})
-
-
-def check_learner(name: str) -> str:
-    """Return ``name`` when it is a known learner; else raise :class:`UserInputError` with a suggestion."""
-    if name not in LEARNERS:
-        raise UserInputError(did_you_mean(name, LEARNERS, hint="learners are: td3bc, cql, iql"))
-    return name
 
 
 def observation_scaler(stats: DatasetStats) -> d3rlpy.preprocessing.StandardObservationScaler:
