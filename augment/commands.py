@@ -29,6 +29,22 @@ def _echo(quiet: bool, text: str) -> None:
         click.echo(text)
 
 
+def _prepare(learner: str, dataset_name: str, profile: str | None, *, progress: bool) -> tuple[str, Any]:
+    """Check the learner, resolve the profile (printing its banner) and load the dataset.
+
+    Returns (profile name, OfflineDataset); bad names fail before any dataset is built.
+    """
+    from baselines.learner_names import check_learner
+    from stores.datasets import load_dataset
+
+    check_learner(learner)
+    profile = resolve_profile(profile)
+    banner = profile_banner(profile)
+    if banner:
+        _echo(not progress, banner)
+    return profile, load_dataset(dataset_name, profile=profile, progress=progress)
+
+
 def dydiff_config(dataset_name: str, *, profile: str, filter: str | None = None,
                   iterations: int | None = None, rollout_length: int | None = None,
                   real_ratio: float | None = None, steps: int | None = None,
@@ -92,16 +108,7 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
                real_ratio: float | None = None, steps: int | None = None, out: Path | None = None,
                progress: bool = True) -> tuple[Any, Path]:
     """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir)."""
-    from baselines.learners import check_learner
-    from stores.datasets import load_dataset
-
-    quiet = not progress
-    check_learner(learner)
-    profile = resolve_profile(profile)
-    banner = profile_banner(profile)
-    if banner:
-        _echo(quiet, banner)
-    dataset = load_dataset(dataset_name, profile=profile, progress=progress)
+    profile, dataset = _prepare(learner, dataset_name, profile, progress=progress)
     cfg = dydiff_config(dataset.name, profile=profile, filter=filter, iterations=iterations,
                         rollout_length=rollout_length, real_ratio=real_ratio, steps=steps)
     run_dir = Path(out) if out is not None else (
@@ -151,16 +158,8 @@ def run_diagnose(dataset_name: str, *, profile: str | None = None, learner: str 
                  seed: int = 0, out: Path | None = None, progress: bool = True) -> tuple[Any, Path]:
     """Train the learning policy on the real data, fit DyDiff's models and compare them with MuJoCo."""
     from augment.diagnose import DiagnoseConfig, run_diagnosis, write_diagnosis
-    from baselines.learners import check_learner
-    from stores.datasets import load_dataset
 
-    quiet = not progress
-    check_learner(learner)
-    profile = resolve_profile(profile)
-    banner = profile_banner(profile)
-    if banner:
-        _echo(quiet, banner)
-    dataset = load_dataset(dataset_name, profile=profile, progress=progress)
+    profile, dataset = _prepare(learner, dataset_name, profile, progress=progress)
     cfg = DyDiffConfig.for_profile(profile, dataset.name)
     steps = policy_steps if policy_steps is not None else DIAGNOSE_POLICY_STEPS[profile]
     dcfg = DiagnoseConfig(starts=starts, max_iterations=max_iterations, seed=seed, policy_steps=steps)

@@ -21,32 +21,20 @@ import numpy as np
 import torch
 
 from augment.world import WorldModelConfig, fit_world_model, holdout_split
-from stores.schema import Episode, OfflineDataset
+from stores.recipes import collect_rollouts
+from stores.schema import OfflineDataset
 
 
 def random_actions_dataset(env_id: str, transitions: int, seed: int = 0) -> OfflineDataset:
     """Episodes of uniform random actions scaled by 0.5 until termination, N transitions in all."""
-    env = gym.make(env_id)
     rng = np.random.default_rng(seed)
-    episodes, total, k = [], 0, 0
-    while total < transitions:
-        obs, _ = env.reset(seed=seed + k)
-        k += 1
-        o, a, r, te, tr = [obs], [], [], [], []
-        while True:
-            act = (0.5 * rng.uniform(-1, 1, size=env.action_space.shape)).astype(np.float32)
-            obs, rew, terminated, truncated, _ = env.step(act)
-            o.append(obs)
-            a.append(act)
-            r.append(rew)
-            te.append(terminated)
-            end = terminated or truncated or total + len(a) >= transitions
-            tr.append(end and not terminated)
-            if end:
-                break
-        total += len(a)
-        episodes.append(Episode(np.asarray(o, np.float32), np.asarray(a, np.float32),
-                                np.asarray(r, np.float32), np.asarray(te), np.asarray(tr)))
+    act_dim = int(np.prod(gym.make(env_id).action_space.shape))
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return (0.5 * rng.uniform(-1, 1, size=(len(obs), act_dim))).astype(np.float32)
+
+    episodes = collect_rollouts(act, env_id, transitions=transitions, num_envs=1, seed=seed,
+                                max_episode_steps=1000, progress=False)
     return OfflineDataset(name=f"random-actions:{env_id}:{transitions}", episodes=tuple(episodes),
                           env_id=env_id)
 

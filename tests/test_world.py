@@ -7,7 +7,6 @@ import json
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -23,33 +22,19 @@ from augment.world import (
     soft_bound_log_variance,
 )
 from stores.errors import UserInputError
-from stores.schema import Episode, OfflineDataset
+from stores.recipes import collect_rollouts
+from stores.schema import OfflineDataset
 
 
 def hopper_random_dataset(transitions: int = 2500, seed: int = 0) -> OfflineDataset:
     """Real Hopper-v5 episodes under uniform random actions scaled by 0.5 (episodes end on termination)."""
-    env = gym.make("Hopper-v5")
     rng = np.random.default_rng(seed)
-    episodes, total, k = [], 0, 0
-    while total < transitions:
-        obs, _ = env.reset(seed=seed + k)
-        k += 1
-        o, a, r, te, tr = [obs], [], [], [], []
-        while True:
-            act = (0.5 * rng.uniform(-1, 1, size=3)).astype(np.float32)
-            obs, rew, terminated, truncated, _ = env.step(act)
-            o.append(obs)
-            a.append(act)
-            r.append(rew)
-            te.append(terminated)
-            end = terminated or truncated or total + len(a) >= transitions
-            tr.append(end and not terminated)
-            if end:
-                break
-        total += len(a)
-        episodes.append(Episode(np.asarray(o, np.float32), np.asarray(a, np.float32),
-                                np.asarray(r, np.float32), np.asarray(te), np.asarray(tr)))
-    env.close()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return (0.5 * rng.uniform(-1, 1, size=(len(obs), 3))).astype(np.float32)
+
+    episodes = collect_rollouts(act, "Hopper-v5", transitions=transitions, num_envs=1, seed=seed,
+                                max_episode_steps=1000, progress=False)
     return OfflineDataset(name="hopper-random-test", episodes=tuple(episodes), env_id="Hopper-v5")
 
 
