@@ -92,8 +92,9 @@ def record_store_attrs(run_dir: Path, generator: DyDiffGenerator, dataset: Any, 
     from stores.replay import ReplayStore
 
     path = Path(run_dir) / "synthetic.zarr"
-    attrs = {"source_dataset": dataset.name, "source_hash": dataset.content_hash, "learner": learner,
-             "seed": seed, **generator.store_attrs()}
+    from baselines.loop import dataset_store_attrs
+
+    attrs = {**dataset_store_attrs(dataset), "learner": learner, "seed": seed, **generator.store_attrs()}
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         ReplayStore.create(path, observation_size=dataset.observation_size,

@@ -48,6 +48,13 @@ from stores.errors import UserInputError
 from stores.schema import OfflineDataset
 
 
+def dataset_store_attrs(dataset: OfflineDataset) -> dict[str, Any]:
+    """The store format's provenance attributes of the real dataset a run's synthetic store belongs to:
+    ``source_dataset``, ``source_hash``, ``env_id`` and ``normalization`` (its statistics, JSON-native)."""
+    return {"source_dataset": dataset.name, "source_hash": dataset.content_hash, "env_id": dataset.env_id,
+            "normalization": dataset.stats.to_json()}
+
+
 @dataclass
 class TrainConfig:
     """Budget and schedule of one training run (counts are learner updates unless said otherwise).
@@ -205,9 +212,7 @@ class _Run:
         else:
             self.store = ReplayStore.create(
                 path, observation_size=self.dataset.observation_size, action_size=self.dataset.action_size,
-                attrs={"source_dataset": self.dataset.name, "source_hash": self.dataset.content_hash,
-                       "env_id": self.dataset.env_id, "normalization": self.dataset.stats.to_json(),
-                       "learner": self.learner, "seed": self.config.seed,
+                attrs={**dataset_store_attrs(self.dataset), "learner": self.learner, "seed": self.config.seed,
                        "generator_name": getattr(self.generator, "name", "")})
 
     def generate(self) -> None:

@@ -83,6 +83,9 @@ def test_augment_dydiff_smoke_end_to_end(tmp_path) -> None:
     assert attrs["generator_name"] == "dydiff"
     assert attrs["generator_config"]["iterations"] == 2 and attrs["generator_config"]["filter"] == "softmax"
     assert attrs["generator_config"]["eta"] == 0.8 and attrs["source_dataset"] == DATASET
+    # the real dataset's provenance and statistics, as any store of a run carries them
+    assert attrs["env_id"] == "Hopper-v5" and len(attrs["source_hash"]) == 16
+    assert len(attrs["normalization"]["obs_mean"]) == data["observations"].shape[1]
     assert (data["round"] >= 0).all() and np.isfinite(data["filter_score"]).all()
     assert (data["start_index"] >= 0).all()
     results = json.loads((out / "results.json").read_text())
