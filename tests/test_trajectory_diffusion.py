@@ -178,7 +178,8 @@ def test_cache_hit_skips_training_and_save_load(tmp_path: Path, monkeypatch: pyt
                                   second.sample(s0, actions, np.random.default_rng(1)))
     # another config trains anew into its own directory
     third = fit_trajectory_diffusion(data, dataclasses.replace(config, seed=1), progress=False)
-    assert not third.from_cache and len(list((tmp_path / "home" / "diffusion").iterdir())) == 2
+    entries = [p for p in (tmp_path / "home" / "diffusion").iterdir() if p.is_dir()]  # beside their .lock
+    assert not third.from_cache and len(entries) == 2
     # save / load round trip
     loaded = TrajectoryDiffusion.load(first.save(tmp_path / "copy"))
     assert loaded.horizon == first.horizon and loaded.config == first.config
@@ -189,6 +190,30 @@ def test_cache_hit_skips_training_and_save_load(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.slow
+def test_a_second_fit_waits_for_the_first_and_loads_its_model(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from augment.cache import exclusive
+
+    monkeypatch.setenv("AUGMENT_HOME", str(tmp_path / "home"))
+    data = linear_dataset(episodes=6, horizon=12)
+    config = dataclasses.replace(TrajectoryDiffusionConfig.for_profile("smoke"), train_steps=5)
+    trained = fit_trajectory_diffusion(data, config, progress=False, cache=False)
+    target = cache_dir(data, config)
+    target.parent.mkdir(parents=True)
+    result: dict[str, TrajectoryDiffusion] = {}
+    with exclusive(target.with_name(f"{target.name}.lock")):  # "another process" is training
+        waiter = threading.Thread(target=lambda: result.setdefault(
+            "m", fit_trajectory_diffusion(data, config, progress=False)))
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive(), "the second fit must wait for the lock"
+        trained.save(target)  # the first process finishes
+    waiter.join(timeout=60)
+    assert result["m"].from_cache and result["m"].meta["train_seconds"] == trained.meta["train_seconds"]
+
+
 def test_tiny_model_learns_linear_dynamics() -> None:
     """Trained on random-action episodes of s' = A s + B a, the samples for new (s0, actions) must track
     the true states clearly better than the best trivial predictor (the dataset mean or holding s0)."""

@@ -244,13 +244,13 @@ def test_a_second_fit_waits_for_the_first_and_loads_its_model(
         data: OfflineDataset, model: WorldModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from augment.world.model import _exclusive
+    from augment.cache import exclusive
 
     monkeypatch.setenv("AUGMENT_HOME", str(tmp_path / "home"))
     target = cache_dir(data, SMOKE)
     target.parent.mkdir(parents=True)
     result: dict[str, WorldModel] = {}
-    with _exclusive(target.with_name(f"{target.name}.lock")):  # "another process" is training
+    with exclusive(target.with_name(f"{target.name}.lock")):  # "another process" is training
         def second() -> None:
             result["m"] = fit_world_model(data, SMOKE, progress=False)
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from augment.cache import load_or_train
 from augment.diffusion import edm
 from augment.diffusion.windows import WindowIndex, build_windows, condition_mask
 from augment.nn.unet import TemporalUNet, count_parameters
@@ -413,15 +411,25 @@ def fit_trajectory_diffusion(dataset: OfflineDataset, config: TrajectoryDiffusio
     """Train the trajectory diffusion model on ``dataset`` or load it from the cache.
 
     With ``cache`` a model for the same (dataset content hash, config hash) is loaded instead of trained
-    (``model.from_cache`` is then True), and a newly trained one is written there atomically.
+    (``model.from_cache`` is then True), and a newly trained one is written there atomically; parallel
+    runs train it once (:func:`augment.cache.load_or_train`).
     """
     config.validate()
-    target = cache_dir(dataset, config)
-    if cache and (target / "model.pt").exists():
-        model = TrajectoryDiffusion.load(target, device=config.device)
+    if not cache:
+        return _train(dataset, config, progress=progress)
+    model, loaded = load_or_train(
+        cache_dir(dataset, config), complete="model.pt",
+        load=lambda d: TrajectoryDiffusion.load(d, device=config.device),
+        train=lambda: _train(dataset, config, progress=progress), save=lambda m, d: m.save(d))
+    if loaded:
         model.config = replace(model.config, **{k: getattr(config, k) for k in _UNHASHED})
         model.from_cache = True
-        return model
+    return model
+
+
+def _train(dataset: OfflineDataset, config: TrajectoryDiffusionConfig, *,
+           progress: bool) -> TrajectoryDiffusion:
+    """Train a model (Eq. 4 on the Eq. 2 windows), printing what the profile scaled down."""
     note = config.scaling_note()
     if progress and note:
         tqdm.write(note)
@@ -432,14 +440,4 @@ def fit_trajectory_diffusion(dataset: OfflineDataset, config: TrajectoryDiffusio
     ema, record = train_denoiser(network, windows, config, progress=progress)
     record.update(dataset=dataset.name, dataset_hash=dataset.content_hash, config_hash=config.config_hash(),
                   torch_version=torch.__version__)
-    model = TrajectoryDiffusion(config, ema, normalizer, dataset.observation_size, dataset.action_size,
-                                record)
-    if cache:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-        model.save(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished the same model first; keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    return model
+    return TrajectoryDiffusion(config, ema, normalizer, dataset.observation_size, dataset.action_size, record)

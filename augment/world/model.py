@@ -16,19 +16,16 @@ place, so a directory that exists is complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from augment.cache import load_or_train
 from augment.world.config import WorldModelConfig
 from augment.world.dynamics import GaussianDynamicsEnsemble, select_elites
 from augment.world.reward import RewardModel
@@ -37,11 +34,6 @@ from augment.world.training import fit_ensemble, holdout_split
 from stores.errors import UserInputError
 from stores.paths import augment_home
 from stores.schema import OfflineDataset, check_finite
-
-try:  # POSIX advisory locks, so that parallel runs train a world model once
-    import fcntl
-except ImportError:  # pragma: no cover - non-POSIX platforms
-    fcntl = None  # type: ignore[assignment]
 
 WEIGHTS = "weights.pt"
 
@@ -222,38 +214,24 @@ def fit_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progre
     ``from_cache``. ``cache=False`` neither reads nor writes the cache. ``device`` is where training runs
     (the returned model predicts on the CPU). The termination rule follows ``dataset.env_id``.
     """
-    target = cache_dir(dataset, config)
     if not cache:
-        return _load_or_train(dataset, config, target, progress=progress, cache=False, device=device)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.with_name(f"{target.name}.lock")):  # a second process waits, then hits
-        return _load_or_train(dataset, config, target, progress=progress, cache=True, device=device)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (POSIX; elsewhere no lock)."""
-    if fcntl is None:
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _load_or_train(dataset: OfflineDataset, config: WorldModelConfig, target: Path, *, progress: bool,
-                  cache: bool, device: str) -> WorldModel:
-    """Load ``target`` when ``cache`` and it is complete; otherwise train (and save there when ``cache``)."""
-    if cache and (target / WEIGHTS).is_file():
-        model = WorldModel.load(target)
+        return _train(dataset, config, progress=progress, device=device)
+    target = cache_dir(dataset, config)
+    model, loaded = load_or_train(
+        target, complete=WEIGHTS, load=WorldModel.load,
+        train=lambda: _train(dataset, config, progress=progress, device=device),
+        save=lambda m, d: m.save(d))
+    model.path = target
+    if loaded:
         model.from_cache = True
         if model.env_id != dataset.env_id:
             model.env_id, model.terminal_fn = dataset.env_id, termination_fn(dataset.env_id)
         _say(progress, f"world model: loaded from cache {target}")
-        return model
+    return model
+
+
+def _train(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool, device: str) -> WorldModel:
+    """Train with progress messages: what differs from the paper, then the holdout figures."""
     scaled = config.differences_from_paper()
     if scaled:
         _say(progress, "world model: settings differ from the paper's (REFERENCE §6): " + "; ".join(scaled))
@@ -264,17 +242,4 @@ def _load_or_train(dataset: OfflineDataset, config: WorldModelConfig, target: Pa
     _say(progress, f"world model: dynamics {dyn['epochs']} epochs in {dyn['seconds']:.1f}s, elite holdout "
                    f"MSE (normalised) {np.mean(rep['elite_holdout_mse']):.4f}; reward {rew['epochs']} epochs "
                    f"in {rew['seconds']:.1f}s, holdout MSE {rep['holdout_reward_mse_raw']:.4f}")
-    if cache:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save(tmp)
-        if target.exists() and not (target / WEIGHTS).is_file():
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete directory left by hand
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished the same model first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        model.path = target
     return model
