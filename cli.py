@@ -66,7 +66,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     _silence_gym_banner()
-    rooms = ("stores.dataset_commands", "stores.store_commands", "baselines.commands", "augment.commands")
+    rooms = ("stores.dataset_commands", "stores.store_commands", "baselines.commands", "baselines.sweep_commands",
+             "augment.commands", "augment.generators.commands", "augment.planners.commands")
     for module_name in rooms:
         try:
             module = __import__(module_name, fromlist=["register"])

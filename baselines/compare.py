@@ -33,7 +33,7 @@ from baselines.runs import read_json, read_metrics, write_json
 from stores.errors import UserInputError, did_you_mean
 
 #: Modules imported (when present) before an unknown arm prefix is reported; they call register_arm.
-ARM_PLUGIN_MODULES: tuple[str, ...] = ("augment.arms",)
+ARM_PLUGIN_MODULES: tuple[str, ...] = ("augment.arms", "augment.generators.arms", "augment.planners.arms")
 
 
 @dataclass(frozen=True)
