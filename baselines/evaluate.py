@@ -5,7 +5,11 @@ stepped together, asking the policy for one batch of actions per step (B = envs 
 ``k`` resets with seed :func:`episode_seed` ``(seed, k)``, so the same ``seed`` gives the same returns
 for a deterministic policy, whatever ``num_envs`` is. Finished envs in a wave keep their last observation
 in the batch (the policy sees a fixed-size batch, which planners with per-row history need) and their
-actions are ignored.
+actions are ignored. A policy with an ``observe(rewards (B,), observations (B, obs), dones (B,))``
+method (planners that keep per-env history, e.g. Trajectory Diffuser's return-to-go) has it called after
+every vector step: each row's reward of that step (0 for rows already finished), the observations the
+next ``act`` will see, and which rows have finished (at this step or before). Learners have no such
+method and are not called.
 """
 
 from __future__ import annotations
@@ -76,15 +80,15 @@ def normalized_scores(returns: np.ndarray, name: str | None) -> np.ndarray:
 
 
 def make_env(env_id: str) -> gym.Env:
-    """``gym.make(env_id)`` with a clear error for unknown ids (PointMaze needs gymnasium-robotics)."""
-    if env_id.startswith("PointMaze"):
-        try:
-            import gymnasium_robotics
+    """``gym.make(env_id)`` with a clear error for unknown ids (PointMaze needs gymnasium-robotics).
 
-            gym.register_envs(gymnasium_robotics)
-        except ImportError as exc:
-            raise UserInputError(
-                f"{env_id} needs gymnasium-robotics: pip install gymnasium-robotics") from exc
+    The maze2d datasets' envs (``diffusion-augment/PointMaze_*-v3``, :mod:`stores.maze_env`) return the
+    flat (x, y, vx, vy) observation themselves, so data and evaluation see the same vector.
+    """
+    if "PointMaze" in env_id:
+        from stores.maze_env import require_gymnasium_robotics  # also registers the maze2d ids
+
+        require_gymnasium_robotics()  # UserInputError naming the [maze] extra when missing
     try:
         return gym.make(env_id)
     except gym.error.Error as exc:
@@ -122,16 +126,21 @@ def evaluate(policy: Policy, env_id: str, *, episodes: int, seed: int, score_nam
             obs = np.stack([_flat_observation(envs[i].reset(seed=episode_seed(seed, start + i))[0])
                             for i in range(n)])
             done = np.zeros(n, dtype=bool)
+            observe = getattr(policy, "observe", None)
             while not done.all():
                 actions = np.clip(np.asarray(policy.act(obs), dtype=np.float32).reshape(n, -1), low, high)
+                step_rewards = np.zeros(n, dtype=np.float64)
                 for i in np.flatnonzero(~done):
                     o, r, terminated, truncated, _ = envs[i].step(actions[i])
                     k = start + i
+                    step_rewards[i] = float(r)
                     returns[k] += float(r)
                     lengths[k] += 1
                     obs[i] = _flat_observation(o)
                     if terminated or truncated or (max_steps is not None and lengths[k] >= max_steps):
                         done[i] = True
+                if observe is not None:
+                    observe(step_rewards, obs.copy(), done.copy())
     finally:
         for env in envs:
             env.close()

@@ -66,3 +66,40 @@ def test_sizes_and_helpers() -> None:
         TemporalUNet(3, (8,), kernel=4)
     with pytest.raises(ValueError):
         TemporalUNet(3, (8,), act="relu6")
+
+
+def test_conditioned_unet_shapes_and_null_condition() -> None:
+    torch.manual_seed(2)
+    net = TemporalUNet(5, (8, 16), cond_dim=3)
+    torch.nn.init.normal_(net.out.weight, std=0.5)
+    x, noise = torch.randn(4, 5, 9), torch.randn(4)
+    y = torch.randn(4, 3)
+    out = net(x, noise, y)
+    assert out.shape == (4, 5, 9) and torch.isfinite(out).all()
+    assert not torch.allclose(out, net(x, noise, y + 1.0))  # the condition matters
+    null = net(x, noise)  # cond None: every row gets the null (zero) condition embedding
+    drop = torch.tensor([True, False, True, False])
+    mixed = net(x, noise, y, drop)
+    torch.testing.assert_close(mixed[drop], null[drop])
+    torch.testing.assert_close(mixed[~drop], out[~drop])
+    # the null condition is the same for any y (CFG's force-null, PLANNERS T8)
+    torch.testing.assert_close(net(x, noise, torch.randn(4, 3), torch.ones(4, dtype=torch.bool)), null)
+    with pytest.raises(ValueError):
+        net(x, noise, torch.randn(4, 2))
+
+
+def test_unconditioned_unet_is_unchanged_by_the_option() -> None:
+    torch.manual_seed(3)
+    plain = TemporalUNet(4, (8, 16))
+    assert not any(k.startswith("cond_emb") for k in plain.state_dict())
+    torch.manual_seed(3)
+    again = TemporalUNet(4, (8, 16), cond_dim=0)
+    assert plain.state_dict().keys() == again.state_dict().keys()
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+    with pytest.raises(ValueError):
+        plain(torch.randn(2, 4, 8), torch.randn(2), torch.randn(2, 1))
+    cond = TemporalUNet(4, (8, 16), cond_dim=2)
+    extra = count_parameters(cond) - count_parameters(plain)
+    emb = 4 * 8
+    assert extra == (2 * emb + emb) + (emb * emb + emb)  # the condition MLP only
