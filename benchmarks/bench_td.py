@@ -1,0 +1,140 @@
+"""Trajectory Diffuser's own checks (issue 11 acceptance): refinement on vs off (TD vs TD(-), paper Table 5)
+and RTG conditioning at 1, 0.5 and 0 x the target (Table A4: the score should fall monotonically), over
+seeds, on one dataset and profile.
+
+Per seed the planner is trained once (or loaded from the planner cache: every setting here is an acting-only
+field, so all settings share the trained networks) and evaluated with the shared harness
+(:func:`baselines.evaluate.evaluate`, same acting and evaluation seeds as ``augment plan``) under each
+setting. Prints a markdown table (mean +- standard error over seeds, per-seed scores, seconds per action)
+and writes ``td_checks.json`` under ``--out``.
+
+    # the acceptance run (cpu profile, hopper-medium-replay, 3 seeds; ~30 min training per seed)
+    OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/bench_td.py --dataset hopper-medium-replay \\
+        --profile cpu --seeds 0,1,2 --out benchmarks/td/checks_cpu
+    # smoke (seconds; numbers mean nothing)
+    OMP_NUM_THREADS=1 python3 benchmarks/bench_td.py --dataset FILE.npz --profile smoke --seeds 0 \\
+        --episodes 2 --envs 2 --max-steps 10 --out /tmp/td_checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: label -> acting-only overrides (PLAN_FIELDS of TDConfig) on top of the profile's config.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "TD (1 x RTG)": {},
+    "TD(-) (no refinement)": {"refine": False},
+    "TD 0.5 x RTG": {"rtg_fraction": 0.5},
+    "TD 0 x RTG": {"rtg_fraction": 0.0},
+}
+
+
+def run_seed(dataset: Any, profile: str, seed: int, *, episodes: int, envs: int, max_steps: int | None,
+             overrides: str, progress: bool) -> list[dict[str, Any]]:
+    """Train (or load) TD for ``seed`` and evaluate every setting; one row per setting."""
+    from augment.planners.run import make_planner
+    from baselines.evaluate import evaluate
+    from baselines.loop import score_name_for
+    from baselines.seeding import derive_seed
+
+    planner = make_planner("td", dataset, profile=profile, overrides=overrides, seed=seed, progress=progress)
+    base = planner.config
+    env = dataset.env_id
+    rows = []
+    for label, acting in SETTINGS.items():
+        planner.config = base
+        planner.set_acting(**acting)
+        planner.seed_acting(derive_seed(seed, "plan-act"))
+        planner.reset_stats()
+        t0 = time.perf_counter()
+        result = evaluate(planner, env, episodes=episodes, seed=derive_seed(seed, "eval"),
+                          score_name=score_name_for(dataset, env), num_envs=envs, max_steps=max_steps)
+        stats = planner.acting_stats()
+        norm = result.normalized_mean
+        rows.append({"setting": label, "seed": seed, "acting": acting,
+                     "score": norm if math.isfinite(norm) else result.mean,
+                     "unit": "normalized" if math.isfinite(norm) else "return",
+                     "return_mean": result.mean, "length_mean": float(result.lengths.mean()),
+                     "target_rtg": planner.target_rtg(), "seconds_per_action": stats["seconds_per_action"],
+                     "network_calls_per_act_call": stats["network_calls_per_act_call"],
+                     "eval_seconds": time.perf_counter() - t0, "fit_from_cache": planner.from_cache,
+                     "train_seconds": planner.train_record.get("seconds")})
+        print(f"seed {seed} {label:24s} score {rows[-1]['score']:.2f} ({rows[-1]['unit']}) "
+              f"{stats['seconds_per_action']:.4f} s/action", file=sys.stderr, flush=True)
+    planner.config = base
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Markdown: setting | mean +- s.e. over seeds | per-seed | s / action."""
+    lines = ["| setting | score (mean +- s.e.) | per seed | s / action |", "| --- | --- | --- | --- |"]
+    means = {}
+    for label in SETTINGS:
+        sel = [r for r in rows if r["setting"] == label]
+        scores = np.array([r["score"] for r in sel], dtype=np.float64)
+        se = scores.std(ddof=1) / np.sqrt(scores.size) if scores.size > 1 else float("nan")
+        means[label] = float(scores.mean())
+        spa = np.mean([r["seconds_per_action"] for r in sel])
+        lines.append(f"| {label} | {scores.mean():.2f} +- {se:.2f} | "
+                     f"{', '.join(f'{s:.1f}' for s in scores)} | {spa:.4f} |")
+    order = [means["TD (1 x RTG)"], means["TD 0.5 x RTG"], means["TD 0 x RTG"]]
+    lines.append("")
+    gain = means["TD (1 x RTG)"] - means["TD(-) (no refinement)"]
+    lines.append(f"refinement gain TD - TD(-): {gain:+.2f}; "
+                 f"RTG 1 / 0.5 / 0 x target: {' / '.join(f'{m:.2f}' for m in order)} "
+                 f"({'monotone' if order[0] >= order[1] >= order[2] else 'NOT monotone'})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="hopper-medium-replay")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--envs", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", default="", help="TD config overrides, KEY=VALUE,...")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/td/checks"))
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from augment.profiles import profile_banner, resolve_profile
+    from stores.datasets import load_dataset
+
+    torch.set_num_threads(args.threads)
+    profile = resolve_profile(args.profile)
+    if profile_banner(profile):
+        print(profile_banner(profile), file=sys.stderr)
+    dataset = load_dataset(args.dataset, profile=profile, progress=not args.quiet)
+    if dataset.env_id is None:
+        raise SystemExit(f"dataset '{dataset.name}' names no environment to evaluate in")
+    rows: list[dict[str, Any]] = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows += run_seed(dataset, profile, seed, episodes=args.episodes, envs=args.envs,
+                         max_steps=args.max_steps, overrides=args.overrides, progress=not args.quiet)
+    table = summary(rows)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "td_checks.json").write_text(json.dumps(
+        {"dataset": dataset.name, "profile": profile, "seeds": args.seeds, "episodes": args.episodes,
+         "max_steps": args.max_steps, "overrides": args.overrides, "rows": rows, "table": table}, indent=2,
+        default=str))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
