@@ -17,6 +17,8 @@ __all__ = ["GENERATORS", "Generator", "Policy", "check_generator", "generator_cl
 #: name -> "module:Class" of every generator in the toolkit.
 GENERATORS: dict[str, str] = {
     "dydiff": "augment.generators.dydiff:DyDiffGenerator",
+    "synther": "augment.generators.synther:SynthERGenerator",
+    "rollout": "augment.generators.rollout:RolloutGenerator",
 }
 
 
