@@ -34,15 +34,24 @@ def list_cmd(profile: str | None, seed: int) -> None:
     """Every registered name, the source it resolves to now, and whether that data is on disk."""
     from augment.profiles import resolve_profile
     from stores.datasets import d4rl_dir, resolve_source
-    from stores.names import KIND_ALIASES, NAMES
+    from stores.names import KIND_ALIASES, NAMES, parse_name
 
     profile = resolve_profile(profile)
     short = {v: k for k, v in KIND_ALIASES.items() if len(k) <= 2 and k != "m"}
+    maze_short = {"umaze": "u", "medium": "med", "large": "l"}
     rows = []
     for name in NAMES:
         src = resolve_source(name, profile=profile, seed=seed)
-        family, kind = name.split("-", 1)
-        rows.append((name, f"{family}-{short[kind]}", src.kind, "yes" if src.cached else "no", src.location))
+        parsed = parse_name(name)
+        alias = (f"{parsed.family}-{maze_short[parsed.kind]}" if parsed.is_maze
+                 else f"{parsed.family}-{short[parsed.kind]}")
+        location = src.location
+        if src.kind == "recipe" and src.cached and src.recipe_version is not None:
+            from stores.recipes import RECIPE_VERSION
+
+            if src.recipe_version < RECIPE_VERSION:
+                location += f" (old recipe v{src.recipe_version})"
+        rows.append((name, alias, src.kind, "yes" if src.cached else "no", location))
     widths = [max(len(r[i]) for r in rows + [("name", "alias", "source", "cached", "location")])
               for i in range(5)]
     header = ("name", "alias", "source", "cached", "location")
@@ -50,7 +59,8 @@ def list_cmd(profile: str | None, seed: int) -> None:
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     click.echo(f"\nresolution: D4RL file in {d4rl_dir()} -> local Minari dataset -> project recipe "
-               f"(profile '{profile}', built on demand). Also accepted: a .hdf5/.npz path, minari:<id>.")
+               f"(profile '{profile}', built on demand; maze2d: recipe only). Also accepted: a .hdf5/.npz "
+               "path, minari:<id>.")
 
 
 @datasets_group.command("build")
@@ -60,7 +70,11 @@ def list_cmd(profile: str | None, seed: int) -> None:
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build_cmd(name: str, profile: str | None, seed: int, force: bool, quiet: bool) -> None:
-    """Build the recipe dataset NAME (and the kinds its run also yields) into the local Minari root."""
+    """Build the recipe dataset NAME (and the kinds its run also yields) into the local Minari root.
+
+    It first says what it will do, how long it should take and where the result goes; a killed
+    locomotion build resumes from its checkpoint when rerun. Names: `augment datasets list`.
+    """
     import time
 
     from augment.profiles import profile_banner, resolve_profile
@@ -80,13 +94,43 @@ def build_cmd(name: str, profile: str | None, seed: int, force: bool, quiet: boo
     dataset_id = recipe_dataset_id(canonical, profile=profile, seed=seed)
     click.echo(f"{ds.name}: {ds.num_episodes} episodes, {ds.num_transitions} transitions "
                f"(this command {wall:.0f} s)")
-    if recipe:
-        reached = "reached" if recipe.get("threshold_reached") else "not reached"
-        click.echo(f"behaviour policy: eval return {_fmt(recipe.get('behaviour_eval_return'))}, normalized "
-                   f"{_fmt(recipe.get('behaviour_eval_score'))} after {recipe.get('env_steps')} env steps "
-                   f"(medium threshold {_fmt(recipe.get('medium_threshold_score'))} {reached}); "
-                   f"build time {_fmt(recipe.get('wall_time_s'), 0)} s")
+    for line in recipe_lines(recipe):
+        click.echo(line.strip())
     click.echo(f"minari id: {dataset_id}\npath: {minari_dataset_dir(dataset_id)}")
+
+
+def recipe_lines(recipe: dict) -> list[str]:
+    """What a recipe's metadata says about its behaviour policy and threshold (v0 and v1 metadata)."""
+    if not recipe:
+        return []
+    lines = [f"  recipe        v{recipe.get('recipe_version')} {recipe.get('recipe')}, profile "
+             f"{recipe.get('profile')}, seed {recipe.get('seed')}, {recipe.get('env_steps')} env steps"
+             + (f" (resumed at step {', '.join(str(s) for s in recipe['resumed_from'])})"
+                if recipe.get("resumed_from") else "")]
+    reached = recipe.get("threshold_reached")
+    if reached is not None:
+        name = recipe.get("threshold", "medium")
+        score = recipe.get("threshold_score", recipe.get("medium_threshold_score"))
+        ret = recipe.get("threshold_return", recipe.get("medium_threshold_return"))
+        if reached:
+            step = recipe.get("threshold_step", recipe.get("snapshot_step"))
+            state = f"reached at env step {step} (the first evaluation at or above it)"
+        else:
+            state = (f"NOT reached: {recipe.get('stopped_by', 'step cap')} at env step "
+                     f"{recipe.get('snapshot_step')}; the data are the snapshot at the cap")
+        word = "reached" if reached else "not reached"
+        lines.append(f"  threshold     {name} threshold {_fmt(score)} {word} "
+                     f"(normalized {_fmt(score)} = return {_fmt(ret)}): {state}")
+    episodes = recipe.get("behaviour_eval_episodes")
+    over = f" over {episodes} episodes" if episodes else ""
+    std = recipe.get("behaviour_eval_std")
+    spread = f" +- {_fmt(std)}" if std is not None else ""
+    lines.append(f"  behaviour     eval return {_fmt(recipe.get('behaviour_eval_return'))}{spread}{over}, "
+                 f"normalized {_fmt(recipe.get('behaviour_eval_score'))}"
+                 + (f" ({recipe['behaviour_eval_policy']})" if recipe.get("behaviour_eval_policy") else ""))
+    if recipe.get("wall_time_s") is not None:
+        lines.append(f"  build time    {_fmt(recipe.get('wall_time_s'), 0)} s")
+    return lines
 
 
 @datasets_group.command("info")
@@ -125,8 +169,13 @@ def info_cmd(source: str, profile: str | None, env_id: str | None, seed: int, bu
     recipe = ds.provenance.get("recipe")
     if recipe:
         info["recipe"] = {k: recipe.get(k) for k in (
-            "recipe", "recipe_version", "profile", "seed", "env_steps", "threshold_reached",
-            "medium_threshold_score", "behaviour_eval_return", "behaviour_eval_score", "wall_time_s")}
+            "recipe", "recipe_version", "profile", "seed", "env_steps", "threshold", "threshold_score",
+            "threshold_return", "threshold_reached", "threshold_step", "stopped_by", "medium_threshold_score",
+            "behaviour_eval_return", "behaviour_eval_std", "behaviour_eval_episodes", "behaviour_eval_score",
+            "data_score", "resumed_from", "wall_time_s")}
+        if "data_score" in recipe and recipe["data_score"] is None:
+            score = None  # e.g. maze2d: segments of one run, not evaluation episodes
+            info["normalized_score"] = None
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -136,19 +185,14 @@ def info_cmd(source: str, profile: str | None, env_id: str | None, seed: int, bu
     click.echo(f"  transitions   {ds.num_transitions}")
     click.echo(f"  return        mean {st.return_mean:.1f}  std {st.return_std:.1f}  "
                f"min {st.return_min:.1f}  max {st.return_max:.1f}")
-    click.echo(f"  normalized    {_fmt(score)}  (D4RL reference returns; mean episode return of the data)")
+    note = (recipe or {}).get("data_score_note") or "D4RL reference returns; mean episode return of the data"
+    click.echo(f"  normalized    {_fmt(score)}  ({note})")
     dataset_id = f"  {info['dataset_id']}" if info["dataset_id"] else ""
     click.echo(f"  source        {info['source']}{dataset_id}")
     click.echo(f"  path          {info['path']}")
     click.echo(f"  content hash  {ds.content_hash}")
-    if recipe:
-        r = info["recipe"]
-        reached = "reached" if r["threshold_reached"] else "not reached"
-        click.echo(f"  recipe        v{r['recipe_version']} {r['recipe']}, profile {r['profile']}, "
-                   f"seed {r['seed']}, {r['env_steps']} env steps, "
-                   f"medium threshold {_fmt(r['medium_threshold_score'])} {reached}")
-        click.echo(f"  behaviour     eval return {_fmt(r['behaviour_eval_return'])}, normalized "
-                   f"{_fmt(r['behaviour_eval_score'])}")
+    for line in recipe_lines(recipe or {}):
+        click.echo(line)
 
 
 def _has_reference(name: str) -> bool:

@@ -10,7 +10,13 @@ Sources, by what the user passes:
       medium-expert is medium + expert when both are local). With ``allow_download=True`` Minari may fetch
       them where a network exists; otherwise nothing ever touches the network;
   (c) the project's recipe (:mod:`stores.recipes`) for the profile, cached in the local Minari root as
-      ``diffusion-augment/<profile>/<name>-v0`` and built on demand when ``build=True``;
+      ``diffusion-augment/<profile>/<name>[-seed<S>]-v<RECIPE_VERSION>`` and built on demand when
+      ``build=True``. When only a build of an older recipe version is cached (``...-v0``), that one is
+      used, with a line on stderr saying so and how to build the current version;
+
+  maze2d names (``maze2d-umaze`` ...) resolve to the recipe only: D4RL's maze2d files use another
+  coordinate frame than gymnasium-robotics' PointMaze, and Minari's ``D4RL/pointmaze`` datasets keep
+  dict observations with random goals (see docs/datasets.md);
 
 * a path to a D4RL-layout ``.hdf5`` / ``.h5`` file or an ``.npz`` with the same keys;
 * ``minari:<id>`` for any local Minari dataset (or a downloadable one with ``allow_download=True``).
@@ -25,6 +31,7 @@ Loaded datasets are memoised per process, keyed by the file and its modification
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ from augment.profiles import resolve_profile
 from stores.errors import UserInputError
 from stores.names import NAMES, DatasetName, all_aliases, canonical_name, parse_name
 from stores.paths import minari_root
-from stores.recipes import build_recipe, recipe_dataset_id
+from stores.recipes import RECIPE_VERSION, build_recipe, cached_recipe_id, recipe_dataset_id
 from stores.schema import OfflineDataset
 from stores.sources import (
     env_dims,
@@ -45,7 +52,7 @@ from stores.sources import (
 )
 
 __all__ = ["NAMES", "ResolvedSource", "all_aliases", "canonical_name", "d4rl_dir", "load_dataset",
-           "resolve_source"]
+           "resolve_source", "sources_looked_for"]
 
 _MEMO: dict[tuple[Any, ...], OfflineDataset] = {}
 _MEMO_MAX = 8
@@ -62,7 +69,8 @@ class ResolvedSource:
 
     kind: ``d4rl-hdf5`` | ``minari`` | ``recipe``; location: a file path or Minari id(s) (comma-joined for
     medium + expert); cached: True when the data is on disk now (a recipe not yet built is False);
-    path: the file or the Minari dataset directory.
+    path: the file or the Minari dataset directory; recipe_version: for recipes, the version the location
+    names (older than ``RECIPE_VERSION`` when only an old build is cached).
     """
 
     name: str
@@ -70,10 +78,13 @@ class ResolvedSource:
     location: str
     cached: bool
     path: Path
+    recipe_version: int | None = None
 
 
 def _local_minari_ids(parsed: DatasetName) -> list[str] | None:
     """Minari ids that hold this name's data, when all are local (medium-expert = medium + expert)."""
+    if parsed.is_maze:
+        return None
     if parsed.kind in ("medium", "expert"):
         ids = [f"mujoco/{parsed.family}/{parsed.kind}-v0"]
     elif parsed.kind == "medium-expert":
@@ -87,22 +98,49 @@ def resolve_source(name: str, *, profile: str | None = None, seed: int = 0) -> R
     """Which source a registered name resolves to now (D4RL file -> local Minari -> recipe)."""
     parsed = parse_name(name)
     d4rl_path = d4rl_dir() / parsed.d4rl_filename
-    if d4rl_path.exists():
+    if d4rl_path.exists() and not parsed.is_maze:
         return ResolvedSource(parsed.name, "d4rl-hdf5", str(d4rl_path), True, d4rl_path)
     ids = _local_minari_ids(parsed)
     if ids and all(minari_exists(i) for i in ids):
         return ResolvedSource(parsed.name, "minari", ",".join(ids), True, minari_dataset_dir(ids[0]))
     profile = resolve_profile(profile)
+    cached = cached_recipe_id(parsed.name, profile=profile, seed=seed)
+    if cached is not None:
+        rid, version = cached
+        return ResolvedSource(parsed.name, "recipe", rid, True, minari_dataset_dir(rid), version)
     rid = recipe_dataset_id(parsed.name, profile=profile, seed=seed)
-    return ResolvedSource(parsed.name, "recipe", rid, minari_exists(rid), minari_dataset_dir(rid))
+    return ResolvedSource(parsed.name, "recipe", rid, False, minari_dataset_dir(rid), RECIPE_VERSION)
 
 
-def _mtime(path: Path) -> float:
+def sources_looked_for(parsed: DatasetName) -> str:
+    """One sentence saying which published sources of ``parsed`` were looked for and not used."""
+    d4rl_path = d4rl_dir() / parsed.d4rl_filename
+    if parsed.is_maze:
+        return (f"maze2d names are built by the project's recipe (D4RL's {parsed.d4rl_filename} uses another "
+                f"coordinate frame; Minari's {parsed.minari_id} keeps dict observations), so no D4RL file or "
+                "Minari dataset is used.")
+    d4rl = (f"a D4RL file exists at {d4rl_path}, but a build was asked for" if d4rl_path.exists()
+            else f"no D4RL file at {d4rl_path}")
+    ids = _local_minari_ids(parsed)
+    if ids is None:
+        minari_txt = f"no Minari dataset (Minari has no {parsed.kind})"
+    elif all(minari_exists(i) for i in ids):
+        minari_txt = f"Minari's {' + '.join(ids)} are local, but a build was asked for"
+    else:
+        minari_txt = f"no Minari dataset {' + '.join(ids)} in {minari_root()}"
+    return f"{d4rl} and {minari_txt}."
+
+
+def _mtime(path: Path) -> tuple[int, int, int]:
+    """(mtime ns, size, inode) of a file (or a Minari dataset's metadata): the memo key part that changes
+    when the file is rewritten, even within one tick of the file system's clock (an atomic rewrite gets a
+    new inode)."""
     target = path / "data" / "metadata.json" if path.is_dir() else path
     try:
-        return target.stat().st_mtime_ns
+        st = target.stat()
     except FileNotFoundError:
-        return -1.0
+        return (-1, -1, -1)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _memo(key: tuple[Any, ...], load: Any) -> OfflineDataset:
@@ -208,10 +246,27 @@ def load_dataset(source: str, *, profile: str | None = None, env_id: str | None 
         return _load_minari_ids(ids, parsed.name, env_id, download=True, extra={"resolved": "minari"})
     if not resolved.cached:
         if not build:
+            where = ("" if parsed.is_maze else f"no D4RL file at {d4rl_dir() / parsed.d4rl_filename}, "
+                     "no local Minari copy, ")
             raise UserInputError(
-                f"'{parsed.name}' is not on this machine (no D4RL file at "
-                f"{d4rl_dir() / parsed.d4rl_filename}, no local Minari copy, recipe not built); build it "
+                f"'{parsed.name}' is not on this machine ({where}recipe not built); build it "
                 f"with `augment datasets build {parsed.name} --profile {resolve_profile(profile)}`")
         build_recipe(parsed.name, profile=resolve_profile(profile), seed=seed, progress=progress)
+    elif resolved.recipe_version is not None and resolved.recipe_version < RECIPE_VERSION:
+        _note_old_version(parsed, resolved, resolve_profile(profile), seed)
     return _load_minari_ids([resolved.location], parsed.name, env_id, download=False,
-                            extra={"resolved": "recipe"})
+                            extra={"resolved": "recipe", "recipe_version": resolved.recipe_version})
+
+
+_NOTED: set[str] = set()
+
+
+def _note_old_version(parsed: DatasetName, resolved: ResolvedSource, profile: str, seed: int) -> None:
+    """Say once per process that an older recipe version's build is used."""
+    if resolved.location in _NOTED:
+        return
+    _NOTED.add(resolved.location)
+    seed_opt = f" --seed {seed}" if seed else ""
+    print(f"note: using {resolved.location} (recipe v{resolved.recipe_version}; the current recipe is "
+          f"v{RECIPE_VERSION}, not built yet: `augment datasets build {parsed.name} --profile {profile}"
+          f"{seed_opt}`)", file=sys.stderr, flush=True)

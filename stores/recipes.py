@@ -1,125 +1,118 @@
-"""Build D4RL-style datasets locally: online TD3 in Gymnasium MuJoCo, every transition recorded.
+"""Build D4RL-style datasets locally when no D4RL file or Minari dataset is on the machine.
 
-One recipe run (per env, profile and seed) trains d3rlpy's TD3 online with one gradient update per env
-step after ``warmup_steps`` uniform-random steps, and evaluates the deterministic policy every
-``eval_every`` steps on ``eval_episodes`` episodes. It produces the D4RL kinds:
+Locomotion (``hopper`` / ``halfcheetah`` / ``walker2d``; :mod:`stores.recipe_training`): an online agent,
+d3rlpy's SAC as in D4RL (TD3 on request), trains in Gymnasium MuJoCo with one update per env step and is
+evaluated every ``eval_every`` steps over ``eval_episodes`` episodes. The kinds:
 
 * ``random``: rollouts of a uniform random policy (no training needed);
-* ``medium``: rollouts of the policy snapshot taken at the first evaluation whose mean return reaches the
-  medium threshold (normalized score ``medium_score``, Eq. (1) of :mod:`stores.scores`; D4RL stopped its
-  SAC run at about a third of expert), or at ``medium_max_steps`` when the threshold is never reached
-  (then the metadata says ``threshold_reached: false``);
-* ``medium-replay``: the whole replay buffer (every env step, exploration noise included) up to that
-  snapshot;
-* ``expert``: rollouts of the final policy after ``expert_steps`` env steps;
+* ``medium``: rollouts of the policy snapshot taken at the **first evaluation that reaches the medium
+  threshold** (normalized score ``medium_score`` = 33, about a third of expert, as D4RL stopped its SAC
+  run); a step cap only says the threshold was not reached: the snapshot is then taken at the cap and
+  the output and the metadata say so (``threshold_reached: false``, ``stopped_by: "step cap"``);
+* ``medium-replay``: the whole replay buffer (every env step, exploration included) up to that snapshot;
+* ``expert``: rollouts of the snapshot at the first evaluation reaching ``expert_score`` (90), or at the
+  expert cap (said loudly likewise);
 * ``medium-expert``: medium followed by expert.
 
-A run asked for random/medium/medium-replay stops at the medium snapshot; one asked for expert or
-medium-expert trains on to ``expert_steps`` and caches all four trained kinds. Data rollouts add the same
-Gaussian exploration noise as training (``rollout_noise``, like D4RL's stochastic SAC policies).
+maze2d (``maze2d-{umaze,medium,large}``; :mod:`stores.maze`): D4RL's waypoint controller drives the
+point mass of gymnasium-robotics' PointMaze to random goals; one dataset per maze.
 
-Every dataset is cached as a Minari dataset ``diffusion-augment/<profile>/<name>[-seedS]-v<RECIPE_VERSION>``
-in the local Minari root; it is written into a hidden temporary root beside the cache and moved into place
-only when complete, so an interrupted build leaves nothing half-written. A lock file serialises builds of
-the same run across processes. Same env, profile and seed -> the same arrays (and content hash) on the
-same machine: env resets, exploration noise, d3rlpy and torch are all seeded.
+A run asked for random/medium/medium-replay stops at the medium snapshot; one asked for expert or
+medium-expert trains on and caches all four trained kinds. Every dataset is cached as a Minari dataset
+``diffusion-augment/<profile>/<name>[-seedS]-v<RECIPE_VERSION>`` in the local Minari root; it is written
+into a hidden temporary root beside the cache and moved into place only when complete. A lock file
+serialises builds of the same run across processes; the locomotion training keeps a resumable checkpoint
+(:mod:`stores.recipe_training`) so a killed build continues where it stopped. Datasets of older recipe
+versions stay where they are under their own ids (``...-v0``) and are still found by
+:func:`cached_recipe_id` when no current-version build exists.
+
+Every build first says what it is about to do (:func:`announcement`): that no D4RL file or Minari
+dataset was found, that the recipe is built instead, how long it should take (the budget over a
+throughput measured on the spot), and where the result will be cached.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from augment.profiles import by_profile, resolve_profile
+from augment.profiles import resolve_profile
 from stores.errors import UserInputError
+from stores.maze import maze_budget_for
 from stores.names import DatasetName, parse_name
 from stores.paths import augment_home, minari_root
+from stores.recipe_budgets import RecipeBudget, budget_for
+from stores.recipe_rollouts import collect_rollouts, evaluate_returns, make_env, uniform_policy
+from stores.recipe_training import RunResult, Snapshot, train_online
 from stores.schema import Episode, OfflineDataset
-from stores.scores import normalized_score, return_for_score
-from stores.sources import minari_exists, minari_root_env, read_minari, write_minari
+from stores.scores import normalized_score
+from stores.sources import minari_dataset_dir, minari_exists, minari_root_env, read_minari, write_minari
 
-RECIPE_VERSION = 0
+#: v0: TD3, snapshot at a 5-episode evaluation, no checkpoints. v1: SAC, 10-episode evaluations, expert
+#: threshold, checkpoints, maze2d.
+RECIPE_VERSION = 1
 NAMESPACE = "diffusion-augment"
+
+__all__ = ["NAMESPACE", "RECIPE_VERSION", "RecipeBudget", "announcement", "budget_for", "build_recipe",
+           "cached_recipe_id", "collect_rollouts", "evaluate_returns", "maze_budget_for", "recipe_cached",
+           "recipe_dataset_id"]
 
 log = logging.getLogger(__name__)
 
-ActFn = Callable[[np.ndarray], np.ndarray]
+
+def _say(line: str) -> None:
+    """One line to stderr (stdout stays clean for tables and --json)."""
+    print(line, file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class RecipeBudget:
-    """Budget of one recipe run (env steps are single environment transitions).
-
-    warmup_steps: uniform-random env steps before updates start. medium_max_steps: cap on training env
-    steps while waiting for the medium threshold. expert_steps: training env steps for the expert policy.
-    eval_every / eval_episodes: evaluation schedule. rollout_transitions: size of the random, medium and
-    expert datasets (transitions). rollout_envs: environments stepped together for rollouts.
-    max_episode_steps: time limit per episode. hidden: actor/critic MLP widths. batch_size: TD3 batch.
-    medium_score: normalized score of the medium threshold. exploration_noise / rollout_noise: std of the
-    Gaussian added to the [-1, 1] actions while training / while recording rollouts.
-    """
-
-    warmup_steps: int
-    medium_max_steps: int
-    expert_steps: int
-    eval_every: int
-    eval_episodes: int
-    rollout_transitions: int
-    rollout_envs: int
-    max_episode_steps: int
-    hidden: tuple[int, ...]
-    batch_size: int
-    medium_score: float = 33.0
-    exploration_noise: float = 0.1
-    rollout_noise: float = 0.1
-
-
-def budget_for(profile: str) -> RecipeBudget:
-    """The recipe budget of a profile: ``smoke`` (seconds), ``cpu`` (~10^5 transitions), ``paper`` (D4RL)."""
-    return by_profile(
-        profile,
-        smoke=RecipeBudget(warmup_steps=300, medium_max_steps=1000, expert_steps=1400, eval_every=500,
-                           eval_episodes=2, rollout_transitions=1000, rollout_envs=4, max_episode_steps=200,
-                           hidden=(32, 32), batch_size=32),
-        cpu=RecipeBudget(warmup_steps=10_000, medium_max_steps=200_000, expert_steps=300_000,
-                         eval_every=5_000, eval_episodes=5, rollout_transitions=100_000, rollout_envs=16,
-                         max_episode_steps=1000, hidden=(256, 256), batch_size=256),
-        paper=RecipeBudget(warmup_steps=25_000, medium_max_steps=1_000_000, expert_steps=1_000_000,
-                           eval_every=5_000, eval_episodes=10, rollout_transitions=1_000_000, rollout_envs=32,
-                           max_episode_steps=1000, hidden=(256, 256), batch_size=256),
-    )
-
-
-def recipe_dataset_id(name: str, *, profile: str, seed: int = 0) -> str:
-    """Minari id of a recipe dataset: ``diffusion-augment/<profile>/<name>[-seed<S>]-v<RECIPE_VERSION>``."""
+def recipe_dataset_id(name: str, *, profile: str, seed: int = 0, version: int = RECIPE_VERSION) -> str:
+    """Minari id of a recipe dataset: ``diffusion-augment/<profile>/<name>[-seed<S>]-v<version>``."""
     canonical = parse_name(name).name
     profile = resolve_profile(profile)
     suffix = "" if seed == 0 else f"-seed{seed}"
-    return f"{NAMESPACE}/{profile}/{canonical}{suffix}-v{RECIPE_VERSION}"
+    return f"{NAMESPACE}/{profile}/{canonical}{suffix}-v{version}"
 
 
 def recipe_cached(name: str, *, profile: str, seed: int = 0) -> bool:
-    """True when the recipe dataset is complete in the local Minari root."""
+    """True when the current recipe version's dataset is complete in the local Minari root."""
     return minari_exists(recipe_dataset_id(name, profile=profile, seed=seed))
 
 
+def cached_recipe_id(name: str, *, profile: str, seed: int = 0) -> tuple[str, int] | None:
+    """(Minari id, recipe version) of the newest cached build of ``name``: the current version when it is
+    built, else the newest older version on disk (kept loadable under its own id), else None."""
+    for version in range(RECIPE_VERSION, -1, -1):
+        dataset_id = recipe_dataset_id(name, profile=profile, seed=seed, version=version)
+        if minari_exists(dataset_id):
+            return dataset_id, version
+    return None
+
+
+def checkpoint_path(parsed: DatasetName, profile: str, seed: int) -> Path:
+    """Where the resumable checkpoint of a locomotion run lives (deleted once the run is cached)."""
+    return (augment_home() / "recipe-checkpoints"
+            / f"{parsed.run_key}-{profile}-seed{seed}-v{RECIPE_VERSION}.npz")
+
+
 def build_recipe(name: str, *, profile: str, seed: int = 0, progress: bool = True,
-                 force: bool = False) -> OfflineDataset:
+                 force: bool = False, announce: bool = True) -> OfflineDataset:
     """Build (or load from the cache) the recipe dataset ``name`` for ``profile`` and ``seed``.
 
-    name: a registered name or alias (``hopper-medium-replay``, ``hopper-mr``). force: rebuild even when
-    cached (the old cache entries of this run are replaced only once the new ones are complete).
+    name: a registered name or alias (``hopper-medium-replay``, ``hopper-mr``, ``maze2d-umaze``). force:
+    rebuild even when cached (the old cache entries of this run are replaced only once the new ones are
+    complete). announce: print the four lines of :func:`announcement` to stderr before building.
     Returns the dataset as read back from its Minari cache entry (provenance holds the recipe metadata).
     """
     parsed = parse_name(name)
@@ -129,30 +122,168 @@ def build_recipe(name: str, *, profile: str, seed: int = 0, progress: bool = Tru
     dataset_id = recipe_dataset_id(parsed.name, profile=profile, seed=seed)
     if not force and minari_exists(dataset_id):
         return read_minari(dataset_id, name=parsed.name)
-    with _build_lock(parsed.family, profile, seed, progress=progress):
+    with _build_lock(parsed.run_key, profile, seed, progress=progress):
         if not force and minari_exists(dataset_id):  # another process built it while we waited
             return read_minari(dataset_id, name=parsed.name)
+        if announce:
+            for line in announcement(parsed.name, profile=profile, seed=seed):
+                _say(line)
         produced = _produce(parsed, profile=profile, seed=seed, progress=progress)
         _commit(produced, replace=force)
+        if not parsed.is_maze and parsed.kind != "random":
+            checkpoint_path(parsed, profile, seed).unlink(missing_ok=True)
     return read_minari(dataset_id, name=parsed.name)
+
+
+# --------------------------------------------------------------------------- saying what happens
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _measure_locomotion(env_id: str, budget: RecipeBudget, repeats: int = 24) -> dict[str, float]:
+    """Seconds per env step, per single action and per update of this budget's agent, timed on the spot
+    (a few dozen updates on random data: about a second)."""
+    from stores.recipe_agents import OnlineAgent
+
+    env = make_env(env_id, budget.max_episode_steps)
+    try:
+        obs_dim, act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+        agent = OnlineAgent(budget.agent_config, obs_dim, act_dim, seed=12345)
+        rng = np.random.default_rng(0)
+        n = budget.batch_size
+        batch = (rng.standard_normal((n, obs_dim)).astype(np.float32),
+                 rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+                 rng.standard_normal(n).astype(np.float32),
+                 rng.standard_normal((n, obs_dim)).astype(np.float32), np.zeros(n, dtype=bool))
+        obs = np.asarray(env.reset(seed=0)[0], dtype=np.float32)
+        for _ in range(3):
+            agent.update(*batch)
+            agent.explore(obs, rng)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            agent.update(*batch)
+        update_s = (time.perf_counter() - t0) / repeats
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            agent.explore(obs, rng)
+        act_s = (time.perf_counter() - t0) / repeats
+        t0 = time.perf_counter()
+        for _ in range(200):
+            o, _, term, trunc, _ = env.step(rng.uniform(-1, 1, act_dim))
+            if term or trunc:
+                env.reset()
+        env_s = (time.perf_counter() - t0) / 200
+    finally:
+        env.close()
+    return {"update_s": update_s, "act_s": act_s, "env_s": env_s}
+
+
+def estimate_locomotion_seconds(budget: RecipeBudget, costs: dict[str, float], *, until_expert: bool,
+                                start_step: int = 0) -> float:
+    """Upper estimate (s) of a run to its step cap from per-operation costs (``env_s``, ``act_s``,
+    ``update_s`` seconds): training steps, evaluations at full episode length, and the rollouts."""
+    cap = max(budget.expert_steps, budget.medium_max_steps) if until_expert else budget.medium_max_steps
+    warm_left = max(0, budget.warmup_steps - start_step)
+    trained_left = max(0, cap - max(start_step, budget.warmup_steps))
+    train = warm_left * costs["env_s"] + trained_left * (costs["env_s"] + costs["act_s"] + costs["update_s"])
+    evals = max(0, cap - max(start_step, budget.warmup_steps)) // budget.eval_every
+    per_eval = (budget.eval_episodes * budget.max_episode_steps * costs["env_s"]
+                + budget.max_episode_steps * costs["act_s"])
+    kinds = 2 if until_expert else 1
+    rollouts = kinds * budget.rollout_transitions * (costs["env_s"] + costs["act_s"] / budget.rollout_envs)
+    return train + evals * per_eval + rollouts
+
+
+def _measure_maze(maze: str) -> float:
+    """Seconds per controller step in ``maze``: a 600-step run minus a 100-step one, timed on the spot (the
+    difference leaves out making the env)."""
+    from stores.maze import collect_maze_data
+
+    times = []
+    for n in (100, 600):
+        t0 = time.perf_counter()
+        collect_maze_data(maze, transitions=n, seed=0, progress=False)
+        times.append(time.perf_counter() - t0)
+    return max(times[1] - times[0], 1e-6) / 500
+
+
+def announcement(name: str, *, profile: str, seed: int = 0) -> list[str]:
+    """The four lines every recipe build prints first: what was looked for and not found, what is built
+    instead, how long it should take (budget over throughput measured now) and where it is cached."""
+    from stores.datasets import sources_looked_for
+
+    parsed = parse_name(name)
+    profile = resolve_profile(profile)
+    dataset_id = recipe_dataset_id(parsed.name, profile=profile, seed=seed)
+    lines = [f"{parsed.name}: {sources_looked_for(parsed)}"]
+    where = f"cached at: {minari_dataset_dir(dataset_id)} (Minari id {dataset_id})"
+    if parsed.is_maze:
+        budget = maze_budget_for(profile)
+        step_s = _measure_maze(parsed.kind)
+        size = budget.size(parsed.kind)
+        lines.append("building the project's recipe instead: D4RL's waypoint controller drives the point "
+                     f"mass of gymnasium-robotics' PointMaze ({parsed.env_id}) to random goals for {size:,} "
+                     f"steps (profile {profile}, seed {seed}).")
+        lines.append(f"estimated time: ~{_minutes(size * step_s * 1.1)} (~{1 / step_s:,.0f} controller "
+                     "steps/s measured just now).")
+        return [*lines, where]
+    budget = budget_for(profile)
+    if parsed.kind == "random":
+        costs = _measure_locomotion(parsed.env_id, budget)
+        lines.append(f"building the project's recipe instead: {budget.rollout_transitions:,} steps of a "
+                     f"uniform random policy in {parsed.env_id} (profile {profile}, seed {seed}).")
+        lines.append(f"estimated time: ~{_minutes(budget.rollout_transitions * costs['env_s'] * 1.2)} "
+                     f"(~{1 / costs['env_s']:,.0f} env steps/s measured just now).")
+        return [*lines, where]
+    until_expert = parsed.kind in ("expert", "medium-expert")
+    target, score = ("expert", budget.expert_score) if until_expert else ("medium", budget.medium_score)
+    cap = max(budget.expert_steps, budget.medium_max_steps) if until_expert else budget.medium_max_steps
+    costs = _measure_locomotion(parsed.env_id, budget)
+    ckpt = checkpoint_path(parsed, profile, seed)
+    start = _checkpoint_step(ckpt)
+    seconds = estimate_locomotion_seconds(budget, costs, until_expert=until_expert, start_step=start)
+    rate = 1.0 / (costs["env_s"] + costs["act_s"] + costs["update_s"])
+    lines.append(f"building the project's recipe instead: {budget.agent.upper()} trained online in "
+                 f"{parsed.env_id} until its evaluation over {budget.eval_episodes} episodes reaches the "
+                 f"{target} threshold (normalized {score:g}), at most {cap:,} env steps "
+                 f"(profile {profile}, seed {seed}).")
+    resume = f"; resuming at env step {start:,} from {ckpt}" if start else (
+        f"; a kill resumes from the checkpoint {ckpt}")
+    lines.append(f"estimated time: up to {_minutes(seconds)} if it runs to the cap (~{rate:,.0f} training "
+                 f"steps/s measured just now; evaluations and {budget.rollout_transitions:,}-step rollouts "
+                 f"included); it stops at the first evaluation that reaches the threshold{resume}.")
+    return [*lines, where]
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The env step a checkpoint holds (0 when there is none)."""
+    from stores.recipe_training import load_checkpoint
+
+    loaded = load_checkpoint(path) if path.exists() else None
+    return int(loaded[0]["t"]) if loaded is not None else 0
 
 
 # --------------------------------------------------------------------------- locking and committing
 
 
 @contextlib.contextmanager
-def _build_lock(family: str, profile: str, seed: int, *, progress: bool) -> Iterator[None]:
-    """Exclusive inter-process lock per (family, profile, seed) recipe run."""
+def _build_lock(run_key: str, profile: str, seed: int, *, progress: bool) -> Iterator[None]:
+    """Exclusive inter-process lock per (run key, profile, seed) recipe run."""
     lock_dir = augment_home() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"recipe-{family}-{profile}-seed{seed}-v{RECIPE_VERSION}.lock"
+    path = lock_dir / f"recipe-{run_key}-{profile}-seed{seed}-v{RECIPE_VERSION}.lock"
     with open(path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if progress:
-                print(f"waiting for another process building the {family} recipe ({profile}, seed {seed})...",
-                      flush=True)
+                _say(f"waiting for another process building the {run_key} recipe ({profile}, seed {seed})...")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -206,359 +337,142 @@ def _ensure_namespace(root: Path, namespace: str) -> None:
                     create_namespace(ns, description="datasets built by diffusion-augment recipes")
 
 
-# --------------------------------------------------------------------------- environments and rollouts
-
-
-def _make_env(env_id: str, max_episode_steps: int) -> Any:
-    import gymnasium as gym
-
-    return gym.make(env_id, max_episode_steps=max_episode_steps)
-
-
-def _episode(obs: list[np.ndarray], act: list[np.ndarray], rew: list[float], terminated: bool) -> Episode:
-    t = len(act)
-    term = np.zeros(t, dtype=bool)
-    trunc = np.zeros(t, dtype=bool)
-    if terminated:
-        term[-1] = True
-    else:
-        trunc[-1] = True
-    return Episode(observations=np.asarray(obs, dtype=np.float32), actions=np.asarray(act, dtype=np.float32),
-                   rewards=np.asarray(rew, dtype=np.float32), terminated=term, truncated=trunc)
-
-
-def evaluate_returns(act_fn: ActFn, env_id: str, *, episodes: int, seed: int,
-                     max_episode_steps: int) -> np.ndarray:
-    """Undiscounted returns (episodes,) of ``act_fn`` (batched: (K, obs) float32 -> (K, act)), one episode
-    per environment, env ``k`` reset with ``seed + k``."""
-    envs = [_make_env(env_id, max_episode_steps) for _ in range(episodes)]
-    try:
-        obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]).astype(np.float32)
-        returns = np.zeros(episodes, dtype=np.float64)
-        alive = np.ones(episodes, dtype=bool)
-        while alive.any():
-            idx = np.flatnonzero(alive)
-            actions = act_fn(obs[idx])
-            for j, k in enumerate(idx.tolist()):
-                o, r, term, trunc, _ = envs[k].step(actions[j])
-                returns[k] += float(r)
-                obs[k] = o
-                if term or trunc:
-                    alive[k] = False
-        return returns
-    finally:
-        for env in envs:
-            env.close()
-
-
-def collect_rollouts(act_fn: ActFn, env_id: str, *, transitions: int, num_envs: int, seed: int,
-                     max_episode_steps: int, desc: str = "rollouts", progress: bool = True) -> list[Episode]:
-    """Roll out ``act_fn`` in ``num_envs`` environments until ``transitions`` steps of finished episodes.
-
-    Episodes are kept in the order they finish (ties by env index); the one that crosses the total is cut
-    to hit ``transitions`` exactly and marked truncated; unfinished episodes are dropped.
-    """
-    from tqdm.auto import tqdm
-
-    envs = [_make_env(env_id, max_episode_steps) for _ in range(num_envs)]
-    finished: list[Episode] = []
-    total = 0
-    try:
-        cur_obs: list[list[np.ndarray]] = []
-        for k, env in enumerate(envs):
-            cur_obs.append([np.asarray(env.reset(seed=seed + k)[0], dtype=np.float32)])
-        cur_act: list[list[np.ndarray]] = [[] for _ in envs]
-        cur_rew: list[list[float]] = [[] for _ in envs]
-        with tqdm(total=transitions, desc=desc, unit="step", disable=not progress, leave=False) as bar:
-            while total < transitions:
-                obs = np.stack([o[-1] for o in cur_obs])
-                actions = act_fn(obs)
-                for k, env in enumerate(envs):
-                    o, r, term, trunc, _ = env.step(actions[k])
-                    cur_obs[k].append(np.asarray(o, dtype=np.float32))
-                    cur_act[k].append(np.asarray(actions[k], dtype=np.float32))
-                    cur_rew[k].append(float(r))
-                    if term or trunc:
-                        ep = _episode(cur_obs[k], cur_act[k], cur_rew[k], bool(term))
-                        take = min(len(ep), transitions - total)
-                        if take > 0:
-                            if take < len(ep):
-                                ep = _cut(ep, take)
-                            finished.append(ep)
-                            total += take
-                            bar.update(take)
-                        cur_obs[k] = [np.asarray(env.reset()[0], dtype=np.float32)]
-                        cur_act[k], cur_rew[k] = [], []
-    finally:
-        for env in envs:
-            env.close()
-    return finished
-
-
-def _cut(ep: Episode, steps: int) -> Episode:
-    """The first ``steps`` steps of an episode, ending truncated."""
-    trunc = np.zeros(steps, dtype=bool)
-    trunc[-1] = True
-    return Episode(observations=ep.observations[:steps + 1], actions=ep.actions[:steps],
-                   rewards=ep.rewards[:steps], terminated=np.zeros(steps, dtype=bool), truncated=trunc)
-
-
-def _noisy(policy: ActFn, rng: np.random.Generator, sigma: float) -> ActFn:
-    """Policy plus clipped Gaussian noise of std ``sigma`` (actions in [-1, 1])."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        a = policy(obs)
-        if sigma > 0:
-            a = a + sigma * rng.standard_normal(a.shape).astype(np.float32)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
-
-    return act
-
-
-def _uniform(rng: np.random.Generator, act_dim: int) -> ActFn:
-    def act(obs: np.ndarray) -> np.ndarray:
-        return rng.uniform(-1.0, 1.0, size=(obs.shape[0], act_dim)).astype(np.float32)
-
-    return act
-
-
-# --------------------------------------------------------------------------- the training run
-
-
-@dataclass
-class _RunOutput:
-    """What one training run produced (episodes per kind, evaluations, timings)."""
-
-    medium_replay: list[Episode] = field(default_factory=list)
-    medium: list[Episode] = field(default_factory=list)
-    expert: list[Episode] = field(default_factory=list)
-    eval_history: list[tuple[int, float]] = field(default_factory=list)
-    threshold_reached: bool = False
-    snapshot_step: int = 0
-    medium_eval_return: float = float("nan")
-    expert_eval_return: float = float("nan")
-    final_step: int = 0
-    wall_medium_s: float = 0.0
-    wall_total_s: float = 0.0
-
-
-def _buffer_episodes(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, nxt: np.ndarray, term: np.ndarray,
-                     trunc: np.ndarray, n: int) -> list[Episode]:
-    """Split the first ``n`` rows of the replay buffer into episodes; an unfinished tail ends truncated."""
-    ends = np.flatnonzero(term[:n] | trunc[:n])
-    if ends.size == 0 or ends[-1] != n - 1:
-        ends = np.append(ends, n - 1)
-    episodes = []
-    start = 0
-    for end in ends.tolist():
-        stop = end + 1
-        t = stop - start
-        terminated = np.zeros(t, dtype=bool)
-        truncated = np.zeros(t, dtype=bool)
-        if term[end]:
-            terminated[-1] = True
-        else:
-            truncated[-1] = True
-        episodes.append(Episode(observations=np.concatenate([obs[start:stop], nxt[end:end + 1]]),
-                                actions=act[start:stop].copy(), rewards=rew[start:stop].copy(),
-                                terminated=terminated, truncated=truncated))
-        start = stop
-    return episodes
-
-
-def _make_td3(obs_dim: int, act_dim: int, budget: RecipeBudget, seed: int) -> Any:
-    import d3rlpy
-    import torch
-
-    d3rlpy.seed(seed)
-    torch.manual_seed(seed)
-    encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(budget.hidden))
-    algo = d3rlpy.algos.TD3Config(batch_size=budget.batch_size, actor_encoder_factory=encoder,
-                                  critic_encoder_factory=encoder).create(device="cpu:0")
-    algo.create_impl((obs_dim,), act_dim)
-    return algo
-
-
-def _train(parsed: DatasetName, budget: RecipeBudget, *, seed: int, until_expert: bool,
-           progress: bool) -> _RunOutput:
-    """Online TD3 with one update per env step; see the module docstring for what is recorded."""
-    from d3rlpy.dataset import TransitionMiniBatch
-    from tqdm.auto import tqdm
-
-    env_id = parsed.env_id
-    env = _make_env(env_id, budget.max_episode_steps)
-    obs_dim = int(env.observation_space.shape[0])
-    act_dim = int(env.action_space.shape[0])
-    if not (np.allclose(env.action_space.low, -1.0) and np.allclose(env.action_space.high, 1.0)):
-        raise UserInputError(f"{env_id}: recipes expect actions in [-1, 1]")
-    algo = _make_td3(obs_dim, act_dim, budget, seed)
-    rng = np.random.default_rng(seed)  # exploration noise, warm-up actions, batch indices
-    rollout_rng = np.random.default_rng(seed + 1_000_003)  # data-rollout noise (separate stream)
-    threshold = return_for_score(budget.medium_score, parsed.family)
-
-    total_steps = budget.medium_max_steps
-    if until_expert:
-        total_steps = max(budget.expert_steps, budget.medium_max_steps)
-    obs_buf = np.zeros((total_steps, obs_dim), dtype=np.float32)
-    nxt_buf = np.zeros((total_steps, obs_dim), dtype=np.float32)
-    act_buf = np.zeros((total_steps, act_dim), dtype=np.float32)
-    rew_buf = np.zeros(total_steps, dtype=np.float32)
-    term_buf = np.zeros(total_steps, dtype=bool)
-    trunc_buf = np.zeros(total_steps, dtype=bool)
-    ones = np.ones((budget.batch_size, 1), dtype=np.float32)
-
-    def policy(o: np.ndarray) -> np.ndarray:
-        return np.asarray(algo.predict(np.asarray(o, dtype=np.float32)), dtype=np.float32)
-
-    out = _RunOutput()
-    started = time.perf_counter()
-    obs = np.asarray(env.reset(seed=seed)[0], dtype=np.float32)
-    eval_seed = seed * 7919 + 100_000
-    latest = float("nan")
-    bar = tqdm(total=total_steps, desc=f"{parsed.family} TD3 ({'expert' if until_expert else 'medium'})",
-               unit="step", disable=not progress, dynamic_ncols=True)
-    try:
-        for t in range(total_steps):
-            if t < budget.warmup_steps:
-                action = rng.uniform(-1.0, 1.0, size=act_dim).astype(np.float32)
-            else:
-                action = policy(obs[None])[0]
-                action = np.clip(action + budget.exploration_noise * rng.standard_normal(act_dim),
-                                 -1.0, 1.0).astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            obs_buf[t] = obs
-            act_buf[t] = action
-            rew_buf[t] = reward
-            nxt_buf[t] = next_obs
-            term_buf[t] = terminated
-            trunc_buf[t] = truncated
-            obs = (np.asarray(env.reset()[0], dtype=np.float32) if terminated or truncated
-                   else np.asarray(next_obs, dtype=np.float32))
-            if t + 1 >= budget.warmup_steps:
-                idx = rng.integers(0, t + 1, size=budget.batch_size)
-                algo.update(TransitionMiniBatch(
-                    observations=obs_buf[idx], actions=act_buf[idx], rewards=rew_buf[idx, None],
-                    next_observations=nxt_buf[idx], next_actions=act_buf[idx],
-                    terminals=term_buf[idx, None].astype(np.float32), intervals=ones, transitions=[]))
-            bar.update(1)
-            step = t + 1
-            if step % budget.eval_every == 0 or step in (total_steps, budget.medium_max_steps):
-                if step >= budget.warmup_steps:
-                    latest = float(evaluate_returns(policy, env_id, episodes=budget.eval_episodes,
-                                                    seed=eval_seed, max_episode_steps=budget.max_episode_steps
-                                                    ).mean())
-                    out.eval_history.append((step, latest))
-                    bar.set_postfix(eval_return=f"{latest:.0f}",
-                                    score=f"{normalized_score(latest, parsed.family):.1f}")
-                snapshot_due = not out.medium_replay and (
-                    (latest >= threshold and step >= budget.warmup_steps) or step >= budget.medium_max_steps)
-                if snapshot_due:
-                    out.threshold_reached = bool(latest >= threshold)
-                    out.snapshot_step = step
-                    out.medium_eval_return = latest
-                    out.medium_replay = _buffer_episodes(obs_buf, act_buf, rew_buf, nxt_buf, term_buf,
-                                                         trunc_buf, step)
-                    out.medium = collect_rollouts(
-                        _noisy(policy, rollout_rng, budget.rollout_noise), env_id,
-                        transitions=budget.rollout_transitions, num_envs=budget.rollout_envs,
-                        seed=seed * 7919 + 200_000, max_episode_steps=budget.max_episode_steps,
-                        desc="medium rollouts", progress=progress)
-                    out.wall_medium_s = time.perf_counter() - started
-                    if progress:
-                        reached = "reached" if out.threshold_reached else "NOT reached"
-                        bar.write(f"medium snapshot at step {step}: eval return {latest:.1f} (threshold "
-                                  f"{threshold:.1f}, {reached})")
-                    if not until_expert:
-                        out.final_step = step
-                        break
-        else:
-            out.final_step = total_steps
-        if until_expert:
-            out.expert_eval_return = latest
-            out.expert = collect_rollouts(
-                _noisy(policy, rollout_rng, budget.rollout_noise), env_id,
-                transitions=budget.rollout_transitions, num_envs=budget.rollout_envs,
-                seed=seed * 7919 + 300_000, max_episode_steps=budget.max_episode_steps,
-                desc="expert rollouts", progress=progress)
-    finally:
-        bar.close()
-        env.close()
-    out.wall_total_s = time.perf_counter() - started
-    return out
-
-
 # --------------------------------------------------------------------------- producing the datasets
 
 
-def _metadata(parsed: DatasetName, kind: str, profile: str, seed: int, budget: RecipeBudget,
-              **extra: Any) -> dict[str, Any]:
+def _versions() -> dict[str, str]:
     import d3rlpy
     import gymnasium
     import minari
     import mujoco
 
+    out = {"d3rlpy": d3rlpy.__version__, "gymnasium": gymnasium.__version__, "minari": minari.__version__,
+           "mujoco": mujoco.__version__}
+    with contextlib.suppress(ImportError):
+        from importlib.metadata import version
+
+        out["gymnasium_robotics"] = version("gymnasium-robotics")
+    return out
+
+
+def _metadata(parsed: DatasetName, kind: str, profile: str, seed: int, **extra: Any) -> dict[str, Any]:
     md: dict[str, Any] = {
-        "recipe": "d3rlpy-td3-online", "recipe_version": RECIPE_VERSION, "name": f"{parsed.family}-{kind}",
-        "family": parsed.family, "kind": kind, "env_id": parsed.env_id, "profile": profile, "seed": seed,
-        "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(budget).items()},
-        "medium_threshold_score": budget.medium_score,
-        "medium_threshold_return": return_for_score(budget.medium_score, parsed.family),
-        "versions": {"d3rlpy": d3rlpy.__version__, "gymnasium": gymnasium.__version__,
-                     "minari": minari.__version__, "mujoco": mujoco.__version__},
+        "recipe_version": RECIPE_VERSION, "name": f"{parsed.family}-{kind}", "family": parsed.family,
+        "kind": kind, "env_id": parsed.env_id, "profile": profile, "seed": seed, "versions": _versions(),
     }
     md.update(extra)
     return md
 
 
-def _score(value: float, family: str) -> float | None:
-    return None if not np.isfinite(value) else float(normalized_score(value, family))
+def _score(value: float | None, score_name: str) -> float | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return float(normalized_score(value, score_name))
 
 
-def _produce(parsed: DatasetName, *, profile: str, seed: int,
-             progress: bool) -> dict[str, tuple[OfflineDataset, dict[str, Any]]]:
-    """Run what the requested kind needs; return every dataset produced, by Minari id."""
-    budget = budget_for(profile)
+def snapshot_metadata(snap: Snapshot, score_name: str) -> dict[str, Any]:
+    """The threshold and behaviour fields of a snapshot, as stored in the dataset metadata."""
+    return {
+        "threshold": snap.name, "threshold_score": snap.threshold_score,
+        "threshold_return": snap.threshold_return, "threshold_reached": snap.reached,
+        "threshold_step": snap.step if snap.reached else None, "stopped_by": snap.stopped_by,
+        "snapshot_step": snap.step, "env_steps": snap.step,
+        "behaviour_eval_return": snap.eval_mean, "behaviour_eval_std": snap.eval_std,
+        "behaviour_eval_episodes": snap.eval_episodes,
+        "behaviour_eval_score": _score(snap.eval_mean, score_name),
+        "behaviour_eval_policy": "deterministic policy of the snapshot",
+        "wall_time_s": snap.wall_s,
+    }
+
+
+def _produce(parsed: DatasetName, *, profile: str, seed: int, progress: bool,
+             budget: RecipeBudget | None = None) -> dict[str, tuple[OfflineDataset, dict[str, Any]]]:
+    """Run what the requested kind needs; return every dataset produced, by Minari id.
+
+    budget: override the profile's locomotion budget (tests); the ids still name ``profile``.
+    """
     produced: dict[str, tuple[OfflineDataset, dict[str, Any]]] = {}
 
-    def add(kind: str, episodes: list[Episode], md: dict[str, Any]) -> None:
-        name = f"{parsed.family}-{kind}"
+    def add(name: str, episodes: list[Episode], md: dict[str, Any]) -> None:
         ds = OfflineDataset(name=name, episodes=tuple(episodes), env_id=parsed.env_id)
         ds.validate()
         md = dict(md, episodes=ds.num_episodes, transitions=ds.num_transitions,
-                  data_mean_return=ds.stats.return_mean,
-                  data_score=_score(ds.stats.return_mean, parsed.family))
+                  data_mean_return=ds.stats.return_mean)
+        md.setdefault("data_score", _score(ds.stats.return_mean, parsed.score_name))
         produced[recipe_dataset_id(name, profile=profile, seed=seed)] = (ds, md)
 
+    if parsed.is_maze:
+        from stores.maze import build_maze_episodes
+
+        episodes, md = build_maze_episodes(parsed.kind, profile=profile, seed=seed, progress=progress)
+        add(parsed.name, episodes, _metadata(
+            parsed, parsed.kind, profile, seed, recipe="waypoint-controller", **md,
+            data_score=None, data_score_note="segments of one continuing controller run, not evaluation "
+                                             "episodes: their mean return is no normalized score"))
+        return produced
+
+    budget = budget or budget_for(profile)
     if parsed.kind == "random":
         started = time.perf_counter()
-        env = _make_env(parsed.env_id, budget.max_episode_steps)
+        env = make_env(parsed.env_id, budget.max_episode_steps)
         act_dim = int(env.action_space.shape[0])
         env.close()
-        episodes = collect_rollouts(_uniform(np.random.default_rng(seed), act_dim), parsed.env_id,
+        episodes = collect_rollouts(uniform_policy(np.random.default_rng(seed), act_dim), parsed.env_id,
                                     transitions=budget.rollout_transitions, num_envs=budget.rollout_envs,
                                     seed=seed * 7919 + 400_000, max_episode_steps=budget.max_episode_steps,
                                     desc="random rollouts", progress=progress)
-        add("random", episodes, _metadata(parsed, "random", profile, seed, budget, env_steps=0,
-                                          behaviour="uniform random policy",
-                                          wall_time_s=time.perf_counter() - started))
+        add(parsed.name, episodes, _metadata(parsed, "random", profile, seed, recipe="uniform-random",
+                                             budget=budget.to_json(), env_steps=0,
+                                             behaviour="uniform random policy",
+                                             wall_time_s=time.perf_counter() - started))
         return produced
 
     until_expert = parsed.kind in ("expert", "medium-expert")
-    run = _train(parsed, budget, seed=seed, until_expert=until_expert, progress=progress)
-    common = {"eval_history": [[s, r] for s, r in run.eval_history],
-              "threshold_reached": run.threshold_reached, "snapshot_step": run.snapshot_step,
-              "rollout_noise": budget.rollout_noise}
-    medium_md = dict(common, env_steps=run.snapshot_step, behaviour_eval_return=run.medium_eval_return,
-                     behaviour_eval_score=_score(run.medium_eval_return, parsed.family),
-                     wall_time_s=run.wall_medium_s)
-    add("medium-replay", run.medium_replay,
-        _metadata(parsed, "medium-replay", profile, seed, budget, **medium_md))
-    add("medium", run.medium, _metadata(parsed, "medium", profile, seed, budget, **medium_md))
+    fingerprint = {"recipe_version": RECIPE_VERSION, "env_id": parsed.env_id, "seed": seed,
+                   "budget": budget.to_json()}
+    run = train_online(parsed.env_id, parsed.score_name, budget, seed=seed, until_expert=until_expert,
+                       checkpoint_path=checkpoint_path(parsed, profile, seed), fingerprint=fingerprint,
+                       progress=progress, say=_say)
+    _record_speed(parsed.env_id, budget, run)
+    common = {"recipe": f"d3rlpy-{budget.agent}-online", "agent": budget.agent, "budget": budget.to_json(),
+              "eval_history": [[s, m, d] for s, m, d in run.eval_history], "resumed_from": run.resumed_from,
+              "train_steps_per_s": run.steps_per_s, "wall_steps_per_s": run.wall_steps_per_s,
+              "final_step": run.final_step, "rollout_noise": budget.rollout_noise if budget.agent == "td3"
+              else "SAC policy samples", "medium_threshold_score": budget.medium_score}
+    medium = run.medium_snapshot
+    assert medium is not None
+    medium_md = dict(common, **snapshot_metadata(medium, parsed.score_name),
+                     medium_threshold_return=medium.threshold_return)
+    add(f"{parsed.family}-medium-replay", run.medium_replay,
+        _metadata(parsed, "medium-replay", profile, seed, **medium_md))
+    add(f"{parsed.family}-medium", run.medium, _metadata(parsed, "medium", profile, seed, **medium_md))
     if until_expert:
-        expert_md = dict(common, env_steps=run.final_step, behaviour_eval_return=run.expert_eval_return,
-                         behaviour_eval_score=_score(run.expert_eval_return, parsed.family),
-                         medium_behaviour_eval_return=run.medium_eval_return, wall_time_s=run.wall_total_s)
-        add("expert", run.expert, _metadata(parsed, "expert", profile, seed, budget, **expert_md))
-        add("medium-expert", run.medium + run.expert,
-            _metadata(parsed, "medium-expert", profile, seed, budget, **expert_md))
+        expert = run.expert_snapshot
+        assert expert is not None
+        expert_md = dict(common, **snapshot_metadata(expert, parsed.score_name),
+                         medium_threshold_return=medium.threshold_return,
+                         medium_snapshot=snapshot_metadata(medium, parsed.score_name))
+        add(f"{parsed.family}-expert", run.expert, _metadata(parsed, "expert", profile, seed, **expert_md))
+        add(f"{parsed.family}-medium-expert", run.medium + run.expert,
+            _metadata(parsed, "medium-expert", profile, seed, **expert_md))
+    _report(run, parsed, _say)
     return produced
+
+
+def _report(run: RunResult, parsed: DatasetName, say: Callable[[str], None]) -> None:
+    """One loud line per snapshot that stopped at a step cap (repeated after the progress bars)."""
+    for snap in (run.medium_snapshot, run.expert_snapshot):
+        if snap is not None and not snap.reached:
+            say(f"WARNING: {parsed.family} {snap.name} threshold NOT reached: stopped by the "
+                f"{snap.step:,}-step cap at eval return {snap.eval_mean:.1f} (normalized "
+                f"{normalized_score(snap.eval_mean, parsed.score_name):.1f} < {snap.threshold_score:g}).")
+
+
+def _record_speed(env_id: str, budget: RecipeBudget, run: RunResult) -> None:
+    """Append the run's measured throughput to ``$AUGMENT_HOME/recipe-speed.jsonl`` (for the record)."""
+    line = {"env_id": env_id, "agent": budget.agent, "hidden": list(budget.hidden),
+            "batch": budget.batch_size,
+            "final_step": run.final_step, "train_steps_per_s": run.steps_per_s,
+            "wall_steps_per_s": run.wall_steps_per_s, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with contextlib.suppress(OSError), open(augment_home() / "recipe-speed.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")

@@ -9,7 +9,8 @@ online to convergence) per environment. A score of 0 is a random policy, 100 an 
 
 Names accepted everywhere: a registered dataset name or alias (``hopper-medium-replay``, ``hopper-mr``), a
 D4RL-style name with a version (``hopper-medium-replay-v2``), a bare environment family (``hopper``,
-``maze2d-umaze``) or a Gymnasium id (``Hopper-v5``, ``Walker2d-v4``, ``PointMaze_UMaze-v3``).
+``maze2d-umaze``, ``maze2d-u``) or a Gymnasium id (``Hopper-v5``, ``Walker2d-v4``, ``PointMaze_UMaze-v3``,
+``diffusion-augment/PointMaze_UMaze-v3``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ def family_of(name_or_env: str) -> str:
     head = re.split(r"[-_]", key)[0]
     if head in REFERENCE_RETURNS:
         return head
+    from stores.names import parse_name  # aliases such as maze2d-u, umaze, pointmaze-large
+
+    try:
+        return parse_name(text).score_name
+    except UserInputError:
+        pass
     raise UserInputError(did_you_mean(
         name_or_env, list(REFERENCE_RETURNS) + ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v4"],
         hint="normalized scores exist for hopper, halfcheetah, walker2d and maze2d-{umaze,medium,large}"))

@@ -31,7 +31,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_names_and_aliases() -> None:
-    assert len(NAMES) == 15
+    assert len(NAMES) == 18 and NAMES[-3:] == ("maze2d-umaze", "maze2d-medium", "maze2d-large")
     assert canonical_name("hopper-mr") == "hopper-medium-replay"
     assert canonical_name("hopper-me") == "hopper-medium-expert"
     assert canonical_name("hopper-md") == canonical_name("hopper-m") == "hopper-medium"
@@ -40,6 +40,8 @@ def test_names_and_aliases() -> None:
     assert canonical_name("walker2d-mr") == "walker2d-medium-replay"
     assert canonical_name("halfcheetah_medium_replay-v2") == "halfcheetah-medium-replay"
     assert all(canonical_name(a) == c for a, c in all_aliases().items())
+    assert canonical_name("maze2d-umaze-v1") == canonical_name("maze2d_u") == "maze2d-umaze"
+    assert canonical_name("pointmaze-large") == "maze2d-large"
 
 
 @pytest.mark.parametrize(("typo", "suggestion"), [("hoper-medium-replay", "hopper-medium-replay"),
@@ -91,6 +93,17 @@ def test_resolution_c_recipe_built_on_demand_once() -> None:
 def test_missing_recipe_without_build_says_how(isolated: Path) -> None:
     with pytest.raises(UserInputError, match="augment datasets build hopper-random --profile smoke"):
         load_dataset("hopper-random", profile="smoke", build=False)
+    with pytest.raises(UserInputError, match="augment datasets build maze2d-large --profile cpu"):
+        load_dataset("maze2d-l", profile="cpu", build=False)
+
+
+def test_maze2d_resolves_to_the_recipe_only(isolated: Path) -> None:
+    d4rl = isolated / "home" / ".d4rl" / "datasets"
+    d4rl.mkdir(parents=True)
+    write_h5(d4rl / "maze2d-umaze-sparse-v1.hdf5", d4rl_arrays(next_obs=True))  # D4RL's frame: not used
+    src = resolve_source("maze2d-umaze", profile="smoke")
+    assert (src.kind, src.cached) == ("recipe", False)
+    assert src.location == "diffusion-augment/smoke/maze2d-umaze-v1"
 
 
 def test_explicit_paths_and_minari_ids(isolated: Path, tiny_hopper) -> None:

@@ -32,6 +32,9 @@ def test_every_registered_name_has_a_score(name: str) -> None:
     ("PointMaze_LargeDense-v3", "maze2d-large"), ("hopper-mr", "hopper"),
     ("hopper_medium_replay-v2", "hopper"), ("mujoco/walker2d/medium-v0", "walker2d"),
     ("D4RL/pointmaze/medium-v2", "maze2d-medium"), ("minari:mujoco/hopper/expert-v0", "hopper"),
+    ("diffusion-augment/PointMaze_UMaze-v3", "maze2d-umaze"), ("diffusion-augment/PointMaze_Large-v3",
+                                                               "maze2d-large"),
+    ("maze2d-u", "maze2d-umaze"), ("maze2d-medium-v1", "maze2d-medium"),
 ])
 def test_env_ids_and_ids_map_to_families(env_id: str, family: str) -> None:
     assert family_of(env_id) == family

@@ -11,6 +11,9 @@ Observations exclude the x position (the Gymnasium and D4RL default), so ``obs[0
   the observation cannot show.
 * Walker2d (``Walker2d-v2..v5``): healthy while ``0.8 < z < 2.0`` and ``-1 < angle < 1``.
 * HalfCheetah (any version): never terminates.
+* PointMaze / maze2d (``PointMaze_{UMaze,Medium,Large}[Dense]``, with or without the
+  ``diffusion-augment/`` namespace of the maze2d datasets): never terminates (a continuing task; DyDiff
+  uses no terminals on maze2d).
 * Anything else, or an unknown env (``None``): the fallback never terminates, so rollouts run their
   full length and no synthetic transition is marked terminal. A warning says so once per env id. This
   is right for continuing tasks (HalfCheetah-like, PointMaze) and optimistic for tasks that can fail;
@@ -62,6 +65,10 @@ _RULES: dict[str, TerminationFn] = {
     "hopper": hopper_terminal,
     "walker2d": walker2d_terminal,
     "halfcheetah": never_terminal,
+    # maze2d (PointMaze, continuing task: never terminates; DyDiff uses no terminals on maze2d). Covers the
+    # D4RL-style ids diffusion-augment/PointMaze_*-v3 of stores.maze_env and gymnasium-robotics' own.
+    **{f"pointmaze_{maze}{dense}": never_terminal for maze in ("umaze", "medium", "large")
+       for dense in ("", "dense")},
 }
 _WARNED: set[str] = set()
 
