@@ -6,10 +6,13 @@ Imported by :mod:`baselines.compare` (it is listed in ``ARM_PLUGIN_MODULES``), t
   profile (:meth:`DyDiffConfig.for_profile`);
 * ``dydiff:KEY=VALUE,...`` - the same with DyDiff settings changed, keys ``M`` (iterations), ``L``
   (rollout_length), ``filter``, ``eta``, ``B_r`` (rollout_batch), ``interval`` (rollout_interval),
-  e.g. ``augment compare --arm base --arm dydiff --arm dydiff:M=0 --arm dydiff:filter=hardmax``.
+  ``rule`` (iteration_rule: replace / average), ``dynamics`` (sample / mean), ``sdedit`` (sdedit_sigma),
+  ``pool`` (max_synthetic), e.g.
+  ``augment compare --arm base --arm dydiff --arm dydiff:M=0 --arm dydiff:rule=average,dynamics=mean``.
 
 A dydiff arm trains exactly as the ``base`` arm (the profile's TrainConfig with the comparison's
-overrides: steps, evaluation schedule, seed) plus DyDiff's rollout schedule, buffer and real ratio.
+overrides: steps, evaluation schedule, seed) plus DyDiff's rollout schedule, buffer and real ratio;
+the learner budget comes from TrainConfig only (DyDiffConfig has no ``steps``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ ARM_OPTIONS: dict[str, tuple[str, type]] = {
     "filter": ("filter", str), "eta": ("eta", float),
     "B_r": ("rollout_batch", int), "rollout_batch": ("rollout_batch", int),
     "interval": ("rollout_interval", int), "rollout_interval": ("rollout_interval", int),
+    "rule": ("iteration_rule", str), "iteration_rule": ("iteration_rule", str),
+    "dynamics": ("dynamics", str), "sdedit": ("sdedit_sigma", float), "sdedit_sigma": ("sdedit_sigma", float),
+    "pool": ("max_synthetic", int), "max_synthetic": ("max_synthetic", int),
 }
 
 
@@ -67,7 +73,6 @@ def dydiff_request(request: RunRequest, *, options: tuple[tuple[str, Any], ...] 
         rollout_interval=overrides.get("rollout_interval", cfg.rollout_interval),
         rollout_batch=overrides.get("rollout_batch", cfg.rollout_batch),
         max_synthetic=overrides.get("max_synthetic", cfg.max_synthetic))
-    cfg = dataclasses.replace(cfg, steps=config.steps)
     train_with_dydiff(dataset, request.learner, cfg, config, request.run_dir, progress=request.progress,
                       extra_config={"arm_dataset": request.dataset, "arm_options": dict(options)})
     return request.run_dir

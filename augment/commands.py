@@ -16,12 +16,16 @@ from typing import Any
 import click
 import numpy as np
 
-from augment.generators.dydiff import FILTERS, DyDiffConfig, DyDiffGenerator
+from augment.generators.dydiff import (
+    DYNAMICS_MODES,
+    FILTERS,
+    ITERATION_RULES,
+    DyDiffConfig,
+    DyDiffGenerator,
+)
 from augment.profiles import profile_banner, resolve_profile
 
 LEARNER_CHOICES = ("td3bc", "cql", "iql")
-#: Updates of the learner that makes the diagnostics' learning policy, per profile.
-DIAGNOSE_POLICY_STEPS = {"smoke": 50, "cpu": 5000, "paper": 100_000}
 
 
 def _echo(quiet: bool, text: str) -> None:
@@ -47,29 +51,33 @@ def _prepare(learner: str, dataset_name: str, profile: str | None, *, progress: 
 
 def dydiff_config(dataset_name: str, *, profile: str, filter: str | None = None,
                   iterations: int | None = None, rollout_length: int | None = None,
-                  real_ratio: float | None = None, steps: int | None = None,
-                  rollout_batch: int | None = None, rollout_interval: int | None = None,
-                  eta: float | None = None) -> DyDiffConfig:
+                  real_ratio: float | None = None, rollout_batch: int | None = None,
+                  rollout_interval: int | None = None, eta: float | None = None,
+                  iteration_rule: str | None = None, dynamics: str | None = None,
+                  sdedit_sigma: float | None = None, max_synthetic: int | None = None) -> DyDiffConfig:
     """Table 4 defaults for the dataset and profile (:meth:`DyDiffConfig.for_profile`) with overrides."""
     cfg = DyDiffConfig.for_profile(profile, dataset_name)
     overrides = {k: v for k, v in {
         "filter": filter, "iterations": iterations, "rollout_length": rollout_length,
-        "real_ratio": real_ratio, "steps": steps, "rollout_batch": rollout_batch,
-        "rollout_interval": rollout_interval, "eta": eta}.items() if v is not None}
+        "real_ratio": real_ratio, "rollout_batch": rollout_batch, "rollout_interval": rollout_interval,
+        "eta": eta, "iteration_rule": iteration_rule, "dynamics": dynamics, "sdedit_sigma": sdedit_sigma,
+        "max_synthetic": max_synthetic}.items() if v is not None}
     if "rollout_batch" in overrides:
         overrides["sample_batch"] = min(cfg.sample_batch, int(overrides["rollout_batch"]))
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
-def train_config(cfg: DyDiffConfig, *, profile: str, seed: int) -> Any:
-    """The loop's :class:`baselines.loop.TrainConfig`: the profile's evaluation budget with DyDiff's
-    steps, batch, real ratio, rollout schedule and synthetic buffer."""
+def train_config(cfg: DyDiffConfig, *, profile: str, seed: int, steps: int | None = None,
+                 **overrides: Any) -> Any:
+    """The loop's :class:`baselines.loop.TrainConfig`: the profile's learner budget (``steps``, None = the
+    profile's; evaluation schedule; ``overrides`` of other TrainConfig fields) with DyDiff's batch, real
+    ratio, rollout schedule and synthetic buffer. TrainConfig is the one owner of the learner budget."""
     from baselines.loop import TrainConfig
 
     return TrainConfig.for_profile(
-        profile, steps=cfg.steps, batch_size=cfg.batch_size, real_ratio=cfg.real_ratio, seed=seed,
-        rollout_interval=cfg.rollout_interval, rollout_batch=cfg.rollout_batch,
-        max_synthetic=cfg.max_synthetic)
+        profile, **{**overrides, "steps": steps, "batch_size": cfg.batch_size, "real_ratio": cfg.real_ratio,
+                    "seed": seed, "rollout_interval": cfg.rollout_interval,
+                    "rollout_batch": cfg.rollout_batch, "max_synthetic": cfg.max_synthetic})
 
 
 def make_dydiff_generator(dataset: Any, cfg: DyDiffConfig, *, progress: bool = True,
@@ -107,15 +115,20 @@ def record_store_attrs(run_dir: Path, generator: DyDiffGenerator, dataset: Any, 
 def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, seed: int = 0,
                filter: str | None = None, iterations: int | None = None, rollout_length: int | None = None,
                real_ratio: float | None = None, steps: int | None = None, out: Path | None = None,
-               progress: bool = True) -> tuple[Any, Path]:
-    """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir)."""
+               iteration_rule: str | None = None, dynamics: str | None = None,
+               sdedit_sigma: float | None = None, progress: bool = True) -> tuple[Any, Path]:
+    """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir).
+
+    ``steps``: learner updates (None: the profile's TrainConfig budget, the same as ``augment train``).
+    """
     profile, dataset = _prepare(learner, dataset_name, profile, progress=progress)
     cfg = dydiff_config(dataset.name, profile=profile, filter=filter, iterations=iterations,
-                        rollout_length=rollout_length, real_ratio=real_ratio, steps=steps)
+                        rollout_length=rollout_length, real_ratio=real_ratio,
+                        iteration_rule=iteration_rule, dynamics=dynamics, sdedit_sigma=sdedit_sigma)
     run_dir = Path(out) if out is not None else (
         Path("runs") / f"dydiff-{learner}-{dataset.name}-{profile}-s{seed}")
-    result = train_with_dydiff(dataset, learner, cfg, train_config(cfg, profile=profile, seed=seed), run_dir,
-                               progress=progress)
+    config = train_config(cfg, profile=profile, seed=seed, steps=steps)
+    result = train_with_dydiff(dataset, learner, cfg, config, run_dir, progress=progress)
     return result, run_dir
 
 
@@ -140,6 +153,13 @@ def train_with_dydiff(dataset: Any, learner: str, cfg: DyDiffConfig, config: Any
     if note:
         _echo(quiet, f"  diffusion model: {note}")
     generator.fit(dataset)
+    if dataset.env_id is None and getattr(config, "eval_env", None) is None:  # env-less data
+        from augment.generators.data_termination import apply_data_termination
+
+        termination = apply_data_termination(generator.world, dataset)
+        extra_config = {**(extra_config or {}), "termination": termination}
+        _echo(quiet, f"dataset '{dataset.name}' names no environment: online evaluation skipped (offline "
+                     f"diagnostics in results.json); termination: {termination['rule']}")
     fit_seconds = time.perf_counter() - t0
     _echo(quiet, f"world + diffusion models ready in {fit_seconds:.1f} s "
                  f"({generator.network_evaluations()['total']} network evaluations per trajectory)")
@@ -155,22 +175,63 @@ def train_with_dydiff(dataset: Any, learner: str, cfg: DyDiffConfig, config: Any
 
 
 def run_diagnose(dataset_name: str, *, profile: str | None = None, learner: str = "td3bc",
+                 policy: Path | None = None, target_score: float | None = None,
                  policy_steps: int | None = None, starts: int = 64, max_iterations: int = 3,
-                 seed: int = 0, out: Path | None = None, progress: bool = True) -> tuple[Any, Path]:
-    """Train the learning policy on the real data, fit DyDiff's models and compare them with MuJoCo."""
-    from augment.diagnose import DiagnoseConfig, run_diagnosis, write_diagnosis
+                 iteration_rule: str | None = None, dynamics: str | None = None,
+                 sdedit_sigma: float | None = None, seed: int = 0, out: Path | None = None,
+                 progress: bool = True) -> tuple[Any, Path]:
+    """The fixed Appendix D.3 / E.5 experiment: DyDiff's rollouts per M against the closed-loop MuJoCo
+    rollout of the same policy (:mod:`augment.diagnose`).
+
+    policy: a saved learner (``model.d3`` or its run directory); None trains ``learner`` on the real data
+    until ``target_score`` (None: the profile's :class:`PolicyTarget`) or ``policy_steps`` updates (cap),
+    saving it as ``policy.d3`` in the output directory. The rollout settings default to the dataset's
+    DyDiffConfig (``iteration_rule``, ``dynamics``, ``sdedit_sigma`` override them).
+    """
+    from augment.diagnose import (
+        DiagnoseConfig,
+        PolicyTarget,
+        load_policy,
+        run_diagnosis,
+        train_policy_to_score,
+        write_diagnosis,
+    )
+    from baselines.learners import rollout_policy
 
     profile, dataset = _prepare(learner, dataset_name, profile, progress=progress)
-    cfg = DyDiffConfig.for_profile(profile, dataset.name)
-    steps = policy_steps if policy_steps is not None else DIAGNOSE_POLICY_STEPS[profile]
-    dcfg = DiagnoseConfig(starts=starts, max_iterations=max_iterations, seed=seed, policy_steps=steps)
-    generator = make_dydiff_generator(dataset, cfg, progress=progress)
-    policy = train_policy(dataset, learner, steps, seed=seed, progress=progress)
-    result = run_diagnosis(dataset, policy, generator.world, generator.diffusion, dcfg)
-    result.meta = {"learner": learner, "policy_steps": steps, "profile": profile, "seed": seed,
-                   "diffusion_horizon": int(generator.diffusion.horizon)}
+    cfg = dydiff_config(dataset.name, profile=profile, iteration_rule=iteration_rule, dynamics=dynamics,
+                        sdedit_sigma=sdedit_sigma)
     out_dir = Path(out) if out is not None else (
         Path("runs") / f"diagnose-dydiff-{dataset.name}-{profile}-s{seed}")
+    target = PolicyTarget.for_profile(profile)
+    if target_score is not None or policy_steps is not None:
+        target = dataclasses.replace(target, score=target.score if target_score is None else target_score,
+                                     max_steps=target.max_steps if policy_steps is None else policy_steps)
+    dcfg = DiagnoseConfig(starts=starts, max_iterations=max_iterations, seed=seed,
+                          policy_steps=target.max_steps, iteration_rule=cfg.iteration_rule,
+                          dynamics=cfg.dynamics, sdedit_sigma=cfg.sdedit_sigma)
+    generator = make_dydiff_generator(dataset, cfg, progress=progress)
+    if policy is not None:
+        algo, learner = load_policy(Path(policy))
+        policy_record: dict[str, Any] = {"path": str(policy), "learner": learner}
+    else:
+        algo, policy_record = train_policy_to_score(dataset, learner, target, seed=seed, progress=progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        algo.save(str(out_dir / "policy.d3"))
+        policy_record["path"] = str(out_dir / "policy.d3")
+        if not policy_record["reached"]:
+            click.echo(f"WARNING: the learning policy did NOT reach the target score {target.score:g}: "
+                       f"{policy_record['score']:.1f} after {policy_record['steps']:,} updates (the cap); "
+                       "the diagnostics below use this weaker policy", err=True)
+        else:
+            _echo(not progress, f"learning policy: {learner} reached {policy_record['score']:.1f} "
+                                f"(target {target.score:g}) after {policy_record['steps']:,} updates")
+    result = run_diagnosis(dataset, rollout_policy(algo, learner), generator.world, generator.diffusion, dcfg)
+    result.meta.update({"learner": learner, "policy": policy_record, "profile": profile, "seed": seed,
+                        "diffusion_horizon": int(generator.diffusion.horizon),
+                        "diffusion_train_steps": int(generator.diffusion.config.train_steps),
+                        "iteration_rule": cfg.iteration_rule, "dynamics": cfg.dynamics,
+                        "sdedit_sigma": cfg.sdedit_sigma})
     write_diagnosis(result, out_dir)
     return result, out_dir
 
@@ -223,12 +284,20 @@ def _fmt(value: Any) -> str:
 @click.option("--iterations", "-M", type=int, default=None, help="Refinement iterations M (2; 1 on maze2d).")
 @click.option("--rollout-length", "-L", type=int, default=None, help="Rollout length L (paper 100).")
 @click.option("--real-ratio", type=float, default=None, help="Share of real data per batch (0.6).")
-@click.option("--steps", type=int, default=None, help="Learner updates (profile default).")
+@click.option("--steps", type=int, default=None,
+              help="Learner updates (the profile's training budget, as `augment train`).")
+@click.option("--iteration-rule", type=click.Choice(ITERATION_RULES), default=None,
+              help="replace (paper text, default) or average (official code: (new + old) / 2).")
+@click.option("--dynamics", type=click.Choice(DYNAMICS_MODES), default=None,
+              help="Single-step model: sample (default) or mean (elite mean, official code).")
+@click.option("--sdedit-sigma", type=float, default=None,
+              help="Start each refinement from the previous states noised to this sigma (off by default).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
 def dydiff_command(learner: str, dataset: str, profile: str | None, seed: int, filter_kind: str | None,
                    iterations: int | None, rollout_length: int | None, real_ratio: float | None,
-                   steps: int | None, out: Path | None, quiet: bool) -> None:
+                   steps: int | None, iteration_rule: str | None, dynamics: str | None,
+                   sdedit_sigma: float | None, out: Path | None, quiet: bool) -> None:
     """Train LEARNER on DATASET augmented with DyDiff rollouts (Algorithm 1 of the DyDiff paper).
 
     \b
@@ -237,7 +306,8 @@ def dydiff_command(learner: str, dataset: str, profile: str | None, seed: int, f
     """
     result, run_dir = run_dydiff(learner, dataset, profile=profile, seed=seed, filter=filter_kind,
                                  iterations=iterations, rollout_length=rollout_length,
-                                 real_ratio=real_ratio, steps=steps, out=out, progress=not quiet)
+                                 real_ratio=real_ratio, steps=steps, out=out, iteration_rule=iteration_rule,
+                                 dynamics=dynamics, sdedit_sigma=sdedit_sigma, progress=not quiet)
     summary = _run_summary(result, run_dir)
     click.echo(_table([summary]))
     click.echo(f"run directory: {run_dir}")
@@ -273,23 +343,43 @@ def diagnose_group() -> None:
 @diagnose_group.command("dydiff")
 @click.option("--dataset", required=True, help="A MuJoCo locomotion dataset (hopper/walker2d/halfcheetah).")
 @click.option("--profile", default=None, help="smoke | cpu | paper.")
-@click.option("--policy", "learner", type=click.Choice(LEARNER_CHOICES), default="td3bc", show_default=True,
-              help="Learner trained on the real data to make the learning policy.")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), default=None,
+              help="A saved learner (a run's model.d3, or the run directory). Default: train one.")
+@click.option("--learner", type=click.Choice(LEARNER_CHOICES), default="td3bc", show_default=True,
+              help="Learner to train when no --policy is given.")
+@click.option("--target-score", type=float, default=None,
+              help="Normalized score the trained policy must reach (smoke 5, cpu 12, paper 50).")
 @click.option("--policy-steps", type=int, default=None,
-              help="Updates of that learner (smoke 50, cpu 5000, paper 100k).")
+              help="Cap on its updates (smoke 50, cpu 50k, paper 300k); a miss is reported loudly.")
 @click.option("--starts", type=int, default=64, show_default=True, help="Real start states.")
 @click.option("--max-iterations", type=int, default=3, show_default=True, help="Largest M (curves 0..M).")
+@click.option("--iteration-rule", type=click.Choice(ITERATION_RULES), default=None,
+              help="replace (paper text) or average (official code); default: DyDiffConfig's.")
+@click.option("--dynamics", type=click.Choice(DYNAMICS_MODES), default=None,
+              help="sample or mean (elite mean); default: DyDiffConfig's.")
+@click.option("--sdedit-sigma", type=float, default=None, help="SDEdit start level (default off).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
-def diagnose_dydiff_command(dataset: str, profile: str | None, learner: str, policy_steps: int | None,
-                            starts: int, max_iterations: int, seed: int, out: Path | None,
-                            quiet: bool) -> None:
-    """Per-step state error of single-step vs. DyDiff-refined rollouts against MuJoCo (App. D.3/E.5)."""
-    result, out_dir = run_diagnose(dataset, profile=profile, learner=learner, policy_steps=policy_steps,
-                                   starts=starts, max_iterations=max_iterations, seed=seed, out=out,
+def diagnose_dydiff_command(dataset: str, profile: str | None, policy_path: Path | None, learner: str,
+                            target_score: float | None, policy_steps: int | None, starts: int,
+                            max_iterations: int, iteration_rule: str | None, dynamics: str | None,
+                            sdedit_sigma: float | None, seed: int, out: Path | None, quiet: bool) -> None:
+    """DyDiff's rollouts per M against the closed-loop MuJoCo rollout of the same policy (Sec. 4.3,
+    App. D.3/E.5), their one-step consistency, and the open-loop replay (secondary)."""
+    result, out_dir = run_diagnose(dataset, profile=profile, learner=learner, policy=policy_path,
+                                   target_score=target_score, policy_steps=policy_steps, starts=starts,
+                                   max_iterations=max_iterations, iteration_rule=iteration_rule,
+                                   dynamics=dynamics, sdedit_sigma=sdedit_sigma, seed=seed, out=out,
                                    progress=not quiet)
+    click.echo(f"closed-loop reference: {result.meta.get('learner')} in MuJoCo from the same s_0 "
+               f"({100 * result.reference_terminated:.0f}% fell within L = {result.rollout_length}); "
+               f"rollouts: {result.meta.get('variant')}")
     click.echo(_table(result.summary_rows()))
+    beats = result.refined_beats_single_step()
+    if beats:
+        click.echo("E_L below M = 0's: "
+                   + ", ".join(f"M={m} {'yes' if ok else 'no'}" for m, ok in beats.items()))
     if result.dataset_windows is not None:
         click.echo("reference: the dataset's own windows under their recorded actions")
         horizons = [t for t in (1, 5, 10, 25, 50, 100) if t <= result.rollout_length]

@@ -124,6 +124,11 @@ class MixedSampler:
     :class:`stores.schema.Transitions`. real_ratio: alpha in [0, 1], the fraction of real rows per batch.
     max_synthetic: capacity of the synthetic pool; beyond it the oldest rows are dropped first (FIFO);
     None means unbounded. seed: seeds the sampler's own ``numpy.random.Generator`` (PCG64).
+
+    Pool accounting (:meth:`pool_stats`): ``updates`` counts the batches drawn; every synthetic row
+    remembers the value of ``updates`` when it was added (its birth), so its age is ``updates - birth``
+    (0 for the batch drawn right after the round that made it). Kept in O(1) per batch: the sum of the
+    pool's births and, the pool being FIFO, its oldest birth.
     """
 
     def __init__(self, real: Mapping[str, np.ndarray] | Transitions, *, batch_size: int = 256,
@@ -161,6 +166,13 @@ class MixedSampler:
         self._syn_count = 0
         self._syn_head = 0  # next row to overwrite once the pool is full (FIFO ring)
         self.synthetic_added = 0  # every synthetic row ever added, dropped ones included
+        self._birth = np.zeros(initial, dtype=np.int64)  # value of `updates` when each pool row was added
+        self._birth_sum = 0
+        self.updates = 0  # batches drawn
+        self.synthetic_draws = 0  # synthetic rows drawn into batches, in all
+        self._age_sum = 0.0  # sum over batches holding synthetic rows of the pool's mean age
+        self._age_batches = 0
+        self._age_max = 0
 
     @property
     def num_real(self) -> int:
@@ -191,27 +203,76 @@ class MixedSampler:
         self.synthetic_added += n
         if n == 0:
             return
+        birth = self.updates
         cap = self.max_synthetic
         if cap is None:
             need = self._syn_count + n
             if need > self._syn.shape[0]:
-                grown = np.empty((max(need, 2 * self._syn.shape[0]), self.width), dtype=np.float32)
+                size = max(need, 2 * self._syn.shape[0])
+                grown = np.empty((size, self.width), dtype=np.float32)
                 grown[:self._syn_count] = self._syn[:self._syn_count]
                 self._syn = grown
+                births = np.zeros(size, dtype=np.int64)
+                births[:self._syn_count] = self._birth[:self._syn_count]
+                self._birth = births
             self._syn[self._syn_count:need] = rows
+            self._birth[self._syn_count:need] = birth
+            self._birth_sum += n * birth
             self._syn_count = need
             self._syn_head = need
             return
         if n >= cap:  # only the newest `cap` rows survive
             self._syn[:] = rows[-cap:]
+            self._birth[:] = birth
+            self._birth_sum = cap * birth
             self._syn_count, self._syn_head = cap, 0
             return
+        positions = (self._syn_head + np.arange(n)) % cap
+        evicted = positions[positions < self._syn_count]  # the pool fills [0, count) before wrapping
+        self._birth_sum += n * birth - int(self._birth[evicted].sum())
+        self._birth[positions] = birth
         first = min(n, cap - self._syn_head)
         self._syn[self._syn_head:self._syn_head + first] = rows[:first]
         if first < n:
             self._syn[:n - first] = rows[first:]
         self._syn_head = (self._syn_head + n) % cap
         self._syn_count = min(cap, self._syn_count + n)
+
+    def _oldest_birth(self) -> int:
+        """Birth of the oldest pool row (FIFO: index 0 until the ring is full, then the head)."""
+        full = self.max_synthetic is not None and self._syn_count == self.max_synthetic
+        return int(self._birth[self._syn_head if full else 0])
+
+    def pool_age(self) -> tuple[float, int]:
+        """(mean, max) age in updates of the rows in the pool now; (nan, 0) when it is empty."""
+        if self._syn_count == 0:
+            return math.nan, 0
+        return self.updates - self._birth_sum / self._syn_count, self.updates - self._oldest_birth()
+
+    def pool_stats(self) -> dict[str, float]:
+        """Schedule figures of the synthetic pool (JSON-native; NaN when undefined).
+
+        updates: batches drawn. inflow_per_update: synthetic rows added per update. age_mean: the pool's
+        mean age averaged over the batches that held synthetic rows (= the mean age of the synthetic rows
+        drawn, as draws are uniform); age_max: the oldest row any such batch could draw. age_mean_now /
+        age_max_now: the pool as it is. draws_per_row: synthetic rows drawn per row added (how often
+        each row was reused); expected_draws_per_row: B_syn / inflow, the steady-state value.
+        """
+        mean_now, max_now = self.pool_age()
+        b_syn = self.batch_size - int(math.floor(self.real_ratio * self.batch_size + 1e-9))
+        inflow = self.synthetic_added / self.updates if self.updates else math.nan
+        return {
+            "updates": self.updates, "synthetic_added": self.synthetic_added,
+            "pool_size": self._syn_count, "capacity": self.max_synthetic if self.max_synthetic else math.nan,
+            "inflow_per_update": inflow,
+            "age_mean": self._age_sum / self._age_batches if self._age_batches else math.nan,
+            "age_max": self._age_max if self._age_batches else math.nan,
+            "age_mean_now": mean_now, "age_max_now": max_now,
+            "synthetic_draws": self.synthetic_draws,
+            "draws_per_row": (self.synthetic_draws / self.synthetic_added if self.synthetic_added
+                              else math.nan),
+            "expected_draws_per_row": b_syn / inflow if inflow and math.isfinite(inflow) else math.nan,
+        }
 
     def synthetic_rows(self) -> np.ndarray:
         """The pool's packed rows, oldest first, (num_synthetic, width) float32 (a copy)."""
@@ -240,6 +301,11 @@ class MixedSampler:
         np.take(self._real, raw[:b_real] % np.uint64(self._real.shape[0]), axis=0, out=out[:b_real])
         if b_syn:
             np.take(self._syn, raw[b_real:] % np.uint64(self._syn_count), axis=0, out=out[b_real:])
+            self._age_sum += self.updates - self._birth_sum / self._syn_count
+            self._age_batches += 1
+            self._age_max = max(self._age_max, self.updates - self._oldest_birth())
+            self.synthetic_draws += b_syn
+        self.updates += 1
         return out
 
     def sample(self) -> TransitionMiniBatch:
@@ -251,7 +317,11 @@ class MixedSampler:
         """Everything needed to continue identically: generator state and the synthetic pool."""
         return {"rng": self.rng.bit_generator.state, "raw": self._raw.copy(), "raw_pos": self._raw_pos,
                 "synthetic": self._syn[:self._syn_count].copy(),
-                "synthetic_head": self._syn_head, "synthetic_added": self.synthetic_added}
+                "synthetic_birth": self._birth[:self._syn_count].copy(),
+                "synthetic_head": self._syn_head, "synthetic_added": self.synthetic_added,
+                "pool_counters": {"updates": self.updates, "synthetic_draws": self.synthetic_draws,
+                                  "age_sum": self._age_sum, "age_batches": self._age_batches,
+                                  "age_max": self._age_max}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`: the pool in its physical layout, so the next draws are identical."""
@@ -263,6 +333,17 @@ class MixedSampler:
         self._syn_count = rows.shape[0]
         self._syn_head = int(state["synthetic_head"])
         self.synthetic_added = int(state["synthetic_added"])
+        self._birth = np.zeros(size, dtype=np.int64)
+        births = state.get("synthetic_birth")  # absent in checkpoints of older versions: age from 0
+        if births is not None:
+            self._birth[:rows.shape[0]] = np.asarray(births, dtype=np.int64)
+        self._birth_sum = int(self._birth[:rows.shape[0]].sum())
+        counters = state.get("pool_counters", {})
+        self.updates = int(counters.get("updates", 0))
+        self.synthetic_draws = int(counters.get("synthetic_draws", 0))
+        self._age_sum = float(counters.get("age_sum", 0.0))
+        self._age_batches = int(counters.get("age_batches", 0))
+        self._age_max = int(counters.get("age_max", 0))
         self.rng.bit_generator.state = state["rng"]
         self._raw = np.asarray(state["raw"], dtype=np.uint64).copy()
         self._raw_pos = int(state["raw_pos"])

@@ -100,10 +100,11 @@ def bench_share(dataset: Any, profile: str, steps: int, out: Path, quick_fit: bo
     """Wall-time shares of one dydiff run through the loop (part 2)."""
     from augment.commands import dydiff_config, train_config, train_with_dydiff
 
-    cfg = dydiff_config(dataset.name, profile=profile, steps=steps)
+    cfg = dydiff_config(dataset.name, profile=profile)
     world_cfg, diffusion_cfg = model_configs(profile, quick_fit)
     run_dir = out
-    result = train_with_dydiff(dataset, "td3bc", cfg, train_config(cfg, profile=profile, seed=0), run_dir,
+    config = train_config(cfg, profile=profile, seed=0, steps=steps)
+    result = train_with_dydiff(dataset, "td3bc", cfg, config, run_dir,
                                progress=False, world_config=world_cfg, diffusion_config=diffusion_cfg)
     times = result.times
     total = times["total"]

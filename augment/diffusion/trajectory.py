@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from augment.cache import load_or_train
 from augment.diffusion import edm
-from augment.diffusion.windows import WindowIndex, build_windows, condition_mask
+from augment.diffusion.windows import WindowIndex, build_windows, condition_mask, pack, to_relative
 from augment.nn.unet import TemporalUNet, count_parameters
 from augment.profiles import by_profile, resolve_profile
 from stores.errors import UserInputError
@@ -52,6 +52,9 @@ class TrajectoryDiffusionConfig:
     ema_decay: the sampler uses an exponential moving average of the weights, with decay
     min(ema_decay, (1+k)/(10+k)) at step k (so short runs are not dominated by the initial weights).
     mask_padding: Eq. 4's loss covers states after the first; when True only real (non-padded) states.
+    relative_states: the denoiser models s_t - s_0 (normalised units) for t >= 1 instead of s_t, with
+    s_0 itself kept absolute as the condition (:func:`augment.diffusion.windows.to_relative`); not in
+    the paper (docs/diffusion.md).
     condition_after_churn: sampling only; also hard-replace s_0 and the actions right after the churn
     noise of Algorithm 2, so the denoiser reads clean conditions at every call as it did in training
     (False: Algorithm 2 as printed; see docs/diffusion.md for the measured difference).
@@ -71,6 +74,7 @@ class TrajectoryDiffusionConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     mask_padding: bool = True
+    relative_states: bool = False
     condition_after_churn: bool = True
     seed: int = 0
     device: str = "auto"
@@ -132,6 +136,8 @@ class TrajectoryDiffusionConfig:
     def config_hash(self) -> str:
         """sha256 (first 12 hex) of the JSON of every field that changes the trained model."""
         data = {k: v for k, v in self.to_json().items() if k not in _UNHASHED}
+        if not data.get("relative_states"):  # added later: absent from the hashes of older models
+            data.pop("relative_states", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def validate(self) -> None:
@@ -189,6 +195,21 @@ class Normalizer:
                       for k, v in data.items()})
 
 
+def sdedit_schedule(t: list[float], gammas: list[float], start_sigma: float,
+                    ) -> tuple[list[float], list[float]]:
+    """The tail of a sampling schedule for an SDEdit start at ``start_sigma``.
+
+    t: N+1 levels t_0 > ... > t_{N-1} > t_N = 0; gammas: their N churn factors. Returns (t[i0:],
+    gammas[i0:]) with i0 the first level t_i0 <= start_sigma (at most N-1, so at least one step runs);
+    the sampler then starts from init + t_i0 * eps. start_sigma must be > 0.
+    """
+    if not start_sigma > 0.0:
+        raise UserInputError(f"the SDEdit start sigma must be > 0 (got {start_sigma})")
+    n = len(t) - 1
+    i0 = next((i for i in range(n) if t[i] <= start_sigma), n - 1)
+    return list(t[i0:]), list(gammas[i0:])
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available else CPU; otherwise the named device."""
     if name == "auto":
@@ -238,7 +259,8 @@ class TrajectoryDiffusion:
         return edm.precondition(self.network, x, s, self.config.edm.sigma_data)
 
     def sample(self, s0: np.ndarray, actions: np.ndarray, rng: np.random.Generator, *,
-               num_steps: int | None = None) -> np.ndarray:
+               num_steps: int | None = None, init_states: np.ndarray | None = None,
+               start_sigma: float | None = None) -> np.ndarray:
         """Draw tau_s ~ p_theta(tau | s_0, tau_a) with Algorithm 2 (hard replacement of s_0 and actions).
 
         s0: (B, obs) float32 start states; actions: (B, L, act) float32; both raw units. rng seeds the
@@ -246,6 +268,11 @@ class TrajectoryDiffusion:
         ``config.edm.num_steps``). Returns states (B, L+1, obs) float32 in raw units with
         ``out[:, 0] == s0`` exactly (the conditions are replaced in normalised space after every step, and
         the raw s0 is copied into the output so the normalisation round trip cannot perturb it).
+
+        SDEdit-style start (not in the paper): with ``init_states`` (B, L+1, obs) raw and ``start_sigma``,
+        the reverse process starts from the normalised ``init_states`` plus noise of std t_i0 and runs
+        only the schedule's levels t_i0 > ... > t_N = 0, where t_i0 is the largest level of the N-step
+        schedule at or below ``start_sigma`` (:func:`sdedit_schedule`); it costs 2 (N - i0) - 1 calls.
         """
         s0 = np.asarray(s0, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.float32)
@@ -256,6 +283,8 @@ class TrajectoryDiffusion:
             raise UserInputError(
                 f"actions have shape {actions.shape}, expected ({b}, {length}, {self.act_dim}): the "
                 f"diffusion model was trained with horizon L={length}")
+        if (init_states is None) != (start_sigma is None):
+            raise UserInputError("an SDEdit start needs both init_states and start_sigma (or neither)")
         if b == 0:
             return np.zeros((0, length + 1, self.obs_dim), dtype=np.float32)
         p = self.config.edm
@@ -264,6 +293,14 @@ class TrajectoryDiffusion:
             raise UserInputError(f"the number of Heun steps N must be >= 1, got {n}")
         t = edm.time_steps(n, p.sigma_min, p.sigma_max, p.rho)
         gammas = edm.churn_gammas(t, p.s_churn, p.s_tmin, p.s_tmax)
+        init_norm = None
+        if init_states is not None and start_sigma is not None:
+            init_states = np.asarray(init_states, dtype=np.float32)
+            if init_states.shape != (b, length + 1, self.obs_dim):
+                raise UserInputError(f"init_states have shape {init_states.shape}, expected "
+                                     f"({b}, {length + 1}, {self.obs_dim})")
+            t, gammas = sdedit_schedule(t, gammas, float(start_sigma))
+            init_norm = self._normalised_layout(init_states, actions)
 
         cond = np.zeros((b, self.obs_dim + self.act_dim, length + 1), dtype=np.float32)
         cond[:, :self.obs_dim, 0] = self.normalizer.norm_obs(s0)
@@ -281,12 +318,34 @@ class TrajectoryDiffusion:
                 return torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
             latents = randn_like(cond_t)
+            if init_norm is not None:  # heun_sample starts from latents * t_0 = init + t_0 * eps
+                latents = latents + torch.as_tensor(init_norm, device=self.device) / t[0]
             x = edm.heun_sample(self.denoise, latents, t, gammas, p.s_noise, apply_conditions, randn_like,
                                  replace_after_churn=self.config.condition_after_churn)
             states = x[:, :self.obs_dim, :].transpose(1, 2).cpu().numpy()
+        if self.config.relative_states:
+            states = states.copy()
+            states[:, 1:] += states[:, :1]
         out = self.normalizer.denorm_obs(states)
         out[:, 0] = s0
         return out
+
+    def _normalised_layout(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Raw states (B, L+1, obs) and actions (B, L, act) -> the denoiser's input (B, C, L+1): normalised,
+        relative to s_0 when ``config.relative_states``."""
+        x = pack(self.normalizer.norm_obs(states), self.normalizer.norm_act(actions))
+        if self.config.relative_states:
+            x = to_relative(x, self.obs_dim)
+        return np.ascontiguousarray(x.transpose(0, 2, 1))
+
+    def network_evaluations_for(self, start_sigma: float | None = None) -> int:
+        """Denoiser calls of one :meth:`sample` at the default N: full schedule, or an SDEdit start."""
+        if start_sigma is None:
+            return self.network_evaluations_per_sample
+        p = self.config.edm
+        t = edm.time_steps(p.num_steps, p.sigma_min, p.sigma_max, p.rho)
+        sub, _ = sdedit_schedule(t, edm.churn_gammas(t, p.s_churn, p.s_tmin, p.s_tmax), float(start_sigma))
+        return edm.network_evaluations(len(sub) - 1)
 
     # ----------------------------------------------------------------------------------------- persistence
 
@@ -340,13 +399,20 @@ def loss_mask(cond: Tensor, obs_dim: int, valid: Tensor | None) -> Tensor:
 
 
 def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: TrajectoryDiffusionConfig, *,
-                   progress: bool = True) -> tuple[TemporalUNet, dict[str, Any]]:
-    """Minimise Eq. 4 over the windows; return the EMA network (eval mode) and a training record.
+                   progress: bool = True, resume: dict[str, Any] | None = None,
+                   ) -> tuple[TemporalUNet, dict[str, Any], dict[str, Any]]:
+    """Minimise Eq. 4 over the windows; return the EMA network (eval mode), a training record and the
+    training state after ``config.train_steps`` steps.
 
     Each step draws ``batch_size`` windows uniformly from the union S of Eq. 2, noise levels
     ln(s) ~ N(P_mean, P_std^2), adds n ~ N(0, s^2 I), hard-replaces the conditions (s_0 and all actions)
     in the noisy input with their clean values (as Algorithm 2 does at sampling time), and takes the
     lambda(s)-weighted squared error on states t >= 1 (only real states when ``mask_padding``).
+
+    The learning rate and the EMA decay depend on the step only (never on ``train_steps``), so the first
+    k steps of a long run are a k-step run: ``resume`` (a state returned by an earlier, shorter call with
+    the same other settings: weights, EMA, Adam, both RNGs, loss record) continues it to
+    ``config.train_steps`` with the result a single run would have given.
     """
     device = resolve_device(config.device)
     network = network.to(device).train()
@@ -357,18 +423,33 @@ def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: Trajecto
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    history: list[tuple[int, float]] = []
+    running = math.nan
+    first_step, seconds_before = 0, 0.0
+    if resume is not None:
+        network.load_state_dict(resume["network"])
+        ema.load_state_dict(resume["ema"])
+        opt.load_state_dict(resume["optimizer"])
+        gen.set_state(resume["torch_generator"])
+        rng.bit_generator.state = resume["numpy_rng"]
+        history = [tuple(h) for h in resume["loss_history"]]  # type: ignore[misc]
+        running = float(resume["running_loss"])
+        first_step, seconds_before = int(resume["step"]), float(resume["train_seconds"])
+        if first_step > config.train_steps:
+            raise UserInputError(f"cannot resume a denoiser trained {first_step} steps to "
+                                 f"{config.train_steps} steps")
     obs_dim = windows.obs_dim
     channels = network.channels
     cond = torch.as_tensor(condition_mask(config.horizon, obs_dim, channels - obs_dim).T, device=device)[None]
     sd = config.edm.sigma_data
-    history: list[tuple[int, float]] = []
-    running = math.nan
     start = time.perf_counter()
-    bar = tqdm(range(config.train_steps), desc="diffusion (Eq. 4)", unit="step", disable=not progress,
-               leave=False)
+    bar = tqdm(range(first_step, config.train_steps), desc="diffusion (Eq. 4)", unit="step",
+               disable=not progress, leave=False)
     for step in bar:
         idx = rng.integers(0, len(windows), size=config.batch_size)
         x_np, valid_np = windows.gather(idx)
+        if config.relative_states:
+            x_np = to_relative(x_np, obs_dim, valid_np)
         y = torch.as_tensor(x_np, device=device).transpose(1, 2).contiguous()  # (B, C, L+1)
         valid = torch.as_tensor(valid_np, device=device)[:, None, :]  # (B, 1, L+1)
         sigma = edm.sample_sigma(y.shape[0], config.edm.p_mean, config.edm.p_std, gen, device)
@@ -396,9 +477,19 @@ def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: Trajecto
             history.append((step, running))
             bar.set_postfix(loss=f"{running:.4f}")
     bar.close()
-    record = {"train_seconds": time.perf_counter() - start, "final_loss": running,
-              "loss_history": history, "parameters": count_parameters(network), "windows": len(windows)}
-    return ema, record
+    seconds = seconds_before + time.perf_counter() - start
+    record = {"train_seconds": seconds, "final_loss": running,
+              "loss_history": history, "parameters": count_parameters(network), "windows": len(windows),
+              "resumed_from_step": first_step}
+    state = {"step": config.train_steps, "network": _cpu_state(network), "ema": _cpu_state(ema),
+             "optimizer": opt.state_dict(), "torch_generator": gen.get_state(),
+             "numpy_rng": rng.bit_generator.state, "loss_history": list(history), "running_loss": running,
+             "train_seconds": seconds}
+    return ema, record, state
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def cache_dir(dataset: OfflineDataset, config: TrajectoryDiffusionConfig) -> Path:
@@ -406,13 +497,27 @@ def cache_dir(dataset: OfflineDataset, config: TrajectoryDiffusionConfig) -> Pat
     return augment_home() / "diffusion" / f"{dataset.content_hash}-{config.config_hash()}"
 
 
+def resume_path(dataset: OfflineDataset, config: TrajectoryDiffusionConfig) -> Path:
+    """Where a resumable training state of ``config``'s family (every setting but ``train_steps``) lives:
+    ``augment_home()/diffusion-resume/<dataset hash>-<hash of the config with train_steps 0>.pt``."""
+    family = replace(config, train_steps=0).config_hash()
+    return augment_home() / "diffusion-resume" / f"{dataset.content_hash}-{family}.pt"
+
+
 def fit_trajectory_diffusion(dataset: OfflineDataset, config: TrajectoryDiffusionConfig, *,
-                             progress: bool = True, cache: bool = True) -> TrajectoryDiffusion:
+                             progress: bool = True, cache: bool = True,
+                             resumable: bool = False) -> TrajectoryDiffusion:
     """Train the trajectory diffusion model on ``dataset`` or load it from the cache.
 
     With ``cache`` a model for the same (dataset content hash, config hash) is loaded instead of trained
     (``model.from_cache`` is then True), and a newly trained one is written there atomically; parallel
     runs train it once (:func:`augment.cache.load_or_train`).
+
+    ``resumable`` (with ``cache``): training continues from the state a shorter run of the same settings
+    left in :func:`resume_path` (when it trained at most ``config.train_steps`` steps) and leaves its own
+    state there, so a dose-response over budgets 1k, 3k, 10k costs 10k steps in all and an interrupted
+    sweep loses at most one budget's increment. The model equals a fresh run's (see
+    :func:`train_denoiser`).
     """
     config.validate()
     if not cache:
@@ -420,15 +525,37 @@ def fit_trajectory_diffusion(dataset: OfflineDataset, config: TrajectoryDiffusio
     model, loaded = load_or_train(
         cache_dir(dataset, config), complete="model.pt",
         load=lambda d: TrajectoryDiffusion.load(d, device=config.device),
-        train=lambda: _train(dataset, config, progress=progress), save=lambda m, d: m.save(d))
+        train=lambda: _train(dataset, config, progress=progress, resumable=resumable),
+        save=lambda m, d: m.save(d))
     if loaded:
         model.config = replace(model.config, **{k: getattr(config, k) for k in _UNHASHED})
         model.from_cache = True
     return model
 
 
+def _load_resume(path: Path, train_steps: int) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a torn or foreign file: train from scratch  # noqa: BLE001
+        return None
+    return state if int(state.get("step", -1)) <= train_steps else None
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def _train(dataset: OfflineDataset, config: TrajectoryDiffusionConfig, *,
-           progress: bool) -> TrajectoryDiffusion:
+           progress: bool, resumable: bool = False) -> TrajectoryDiffusion:
     """Train a model (Eq. 4 on the Eq. 2 windows), printing what the profile scaled down."""
     note = config.scaling_note()
     if progress and note:
@@ -437,7 +564,10 @@ def _train(dataset: OfflineDataset, config: TrajectoryDiffusionConfig, *,
     normalizer = Normalizer.from_dataset(dataset, config.edm.sigma_data)
     windows = dataset_windows(dataset, normalizer, config.horizon)
     network = build_network(config, dataset.observation_size + dataset.action_size)
-    ema, record = train_denoiser(network, windows, config, progress=progress)
+    resume = _load_resume(resume_path(dataset, config), config.train_steps) if resumable else None
+    ema, record, state = train_denoiser(network, windows, config, progress=progress, resume=resume)
+    if resumable:
+        _save_resume(resume_path(dataset, config), state)
     record.update(dataset=dataset.name, dataset_hash=dataset.content_hash, config_hash=config.config_hash(),
                   torch_version=torch.__version__)
     return TrajectoryDiffusion(config, ema, normalizer, dataset.observation_size, dataset.action_size, record)

@@ -40,6 +40,27 @@ def unpack(x: np.ndarray, obs_dim: int) -> tuple[np.ndarray, np.ndarray]:
     return x[:, :, :obs_dim], x[:, :-1, obs_dim:]
 
 
+def to_relative(x: np.ndarray, obs_dim: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """States relative to the start: x[:, t, :obs] - x[:, 0, :obs] for t >= 1, s_0 kept absolute.
+
+    x: (B, L+1, obs+act) in the layout of :func:`pack`; valid: (B, L+1) bool or None (padded steps are
+    set to 0, i.e. "equal to s_0"). Returns a new array; :func:`to_absolute` inverts it on real steps.
+    """
+    out = np.array(x, dtype=np.float32, copy=True)
+    delta = out[:, 1:, :obs_dim] - out[:, :1, :obs_dim]
+    if valid is not None:
+        delta = np.where(valid[:, 1:, None], delta, 0.0)
+    out[:, 1:, :obs_dim] = delta
+    return out
+
+
+def to_absolute(x: np.ndarray, obs_dim: int) -> np.ndarray:
+    """Inverse of :func:`to_relative`: x[:, t, :obs] + x[:, 0, :obs] for t >= 1. x: (B, L+1, obs+act)."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    out[:, 1:, :obs_dim] += out[:, :1, :obs_dim]
+    return out
+
+
 def condition_mask(horizon: int, obs_dim: int, act_dim: int) -> np.ndarray:
     """(L+1, obs+act) bool, True on the conditioned entries of Eq. 3: s_0 and every action slot."""
     m = np.zeros((horizon + 1, obs_dim + act_dim), dtype=bool)

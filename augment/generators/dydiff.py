@@ -6,8 +6,9 @@ Every rollout round (every ``rollout_interval`` learner updates, driven by ``bas
 2. roll the learning policy ``L`` steps in the single-step model (Eq. 6, ``a_i ~ pi(.|s_i)``,
    ``s_{i+1} ~ T_phi(.|s_i, a_i)``);
 3. ``M`` times: sample states from the diffusion model given ``s_0`` and the actions (Eq. 7 / 9,
-   Algorithm 2 with hard replacement), then let the policy relabel the actions from ``s_0`` and the new
-   states (Eq. 8);
+   Algorithm 2 with hard replacement), take them as the new states (``replace``, the paper's text) or
+   average them with the previous ones (``average``, the official code), then let the policy relabel
+   the actions from ``s_0`` and the new states (Eq. 8);
 4. rewards from the reward model ``r_psi(s, a)`` (Eq. 10), trajectory score (Eq. 11), hardmax or softmax
    filter keeping ``floor(eta * B_r)`` trajectories;
 5. each kept trajectory is cut at its first terminal state by the env's termination rule.
@@ -36,6 +37,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from baselines.protocols import Policy
 
 FILTERS: tuple[str, ...] = ("softmax", "hardmax")
+#: How an iteration's diffusion sample becomes the states: ``replace`` (the paper's text, Algorithm 1) or
+#: ``average`` ((new + previous) / 2, the official code's ``dynamics_recursive_sampler``).
+ITERATION_RULES: tuple[str, ...] = ("replace", "average")
+#: How the single-step model is rolled (Eq. 6): ``sample`` (a random elite's Gaussian sample) or ``mean``
+#: (the mean over elites of their means, no noise; the official code).
+DYNAMICS_MODES: tuple[str, ...] = ("sample", "mean")
+#: Rounds of synthetic data the cpu / smoke FIFO holds (the paper's 2M buffer holds ~12 rounds).
+POOL_ROUNDS = 12
 
 
 class _Dynamics(Protocol):
@@ -70,7 +79,10 @@ def dataset_kind(dataset_name: str) -> str:
 
 @dataclass(frozen=True)
 class DyDiffConfig:
-    """DyDiff's own hyper-parameters (dydiff.txt Table 4; REFERENCE section 6).
+    """DyDiff's own hyper-parameters (dydiff.txt Table 4; REFERENCE section 6) and its rollout schedule.
+
+    The learner's budget (updates, evaluation) is not here: it belongs to
+    :class:`baselines.loop.TrainConfig` (``augment dydiff --steps`` and the ``compare`` arms set it there).
 
     iterations: M, refinement iterations of (diffusion Eq. 7/9, policy relabel Eq. 8); 0 means plain
         single-step rollouts (Eq. 6). Paper: 2 (MuJoCo locomotion), 1 (Maze2D).
@@ -82,7 +94,12 @@ class DyDiffConfig:
     temperature: softmax temperature on z-scored trajectory scores (0.05).
     real_ratio: alpha, the REAL share of a learner batch (0.6; REFERENCE section 1 on the typo).
     max_synthetic: synthetic buffer capacity in transitions (2M, FIFO beyond).
-    batch_size: learner batch B (256). steps: learner updates in a run (paper 1M).
+    batch_size: learner batch B (256).
+    iteration_rule: ``replace`` (paper text: states^(k) = the k-th diffusion sample) or ``average``
+        (official code: states^(k) = (sample + states^(k-1)) / 2, states^(0) the single-step rollout).
+    dynamics: ``sample`` (Eq. 6 with a random elite's Gaussian sample) or ``mean`` (elite mean, official
+        code). sdedit_sigma: None, or start each iteration's reverse process from the previous states
+        noised to this level (normalised units; SDEdit-style, not in the paper, fewer network calls).
     sample_batch: how many trajectories go through the networks at once (bounds memory; part of the
         config because the random draws follow the chunk order).
     diffusion_steps: Heun steps N of Algorithm 2 (None: the diffusion model's own, 34 in the paper).
@@ -100,7 +117,9 @@ class DyDiffConfig:
     real_ratio: float = 0.6
     max_synthetic: int = 2_000_000
     batch_size: int = 256
-    steps: int = 1_000_000
+    iteration_rule: str = "replace"
+    dynamics: str = "sample"
+    sdedit_sigma: float | None = None
     sample_batch: int = 2048
     diffusion_steps: int | None = None
     profile: str = "paper"
@@ -118,7 +137,13 @@ class DyDiffConfig:
             (self.temperature > 0.0, f"softmax temperature must be > 0 (got {self.temperature})"),
             (0.0 <= self.real_ratio <= 1.0, f"--real-ratio must lie in [0, 1] (got {self.real_ratio})"),
             (self.sample_batch >= 1, f"sample batch must be >= 1 (got {self.sample_batch})"),
-            (self.steps >= 0, f"--steps must be >= 0 (got {self.steps})"),
+            (self.iteration_rule in ITERATION_RULES,
+             f"--iteration-rule must be one of {', '.join(ITERATION_RULES)} (got '{self.iteration_rule}')"),
+            (self.dynamics in DYNAMICS_MODES,
+             f"--dynamics must be one of {', '.join(DYNAMICS_MODES)} (got '{self.dynamics}')"),
+            (self.sdedit_sigma is None or self.sdedit_sigma > 0.0,
+             f"--sdedit-sigma must be > 0 or unset (got {self.sdedit_sigma})"),
+            (self.max_synthetic >= 1, f"synthetic buffer must be >= 1 (got {self.max_synthetic})"),
         )
         for ok, message in checks:
             if not ok:
@@ -129,6 +154,22 @@ class DyDiffConfig:
         """floor(eta * B_r), at least 1: how many trajectories the filter keeps each round."""
         return max(1, int(np.floor(self.eta * self.rollout_batch + 1e-9)))
 
+    @property
+    def transitions_per_round(self) -> int:
+        """At most floor(eta * B_r) * L synthetic transitions a round adds (fewer when rows are cut)."""
+        return self.kept_per_round * self.rollout_length
+
+    @property
+    def nominal_inflow_per_update(self) -> float:
+        """Synthetic transitions added per learner update if no row were cut: floor(eta B_r) L / interval
+        (paper: 1638 * 100 / 500 = 328)."""
+        return self.transitions_per_round / self.rollout_interval
+
+    @property
+    def pool_rounds(self) -> float:
+        """How many rounds of uncut rows the FIFO holds: max_synthetic / (floor(eta B_r) L) (paper ~12)."""
+        return self.max_synthetic / max(1, self.transitions_per_round)
+
     def to_json(self) -> dict[str, Any]:
         """JSON-native dict of every field."""
         data = dataclasses.asdict(self)
@@ -136,43 +177,61 @@ class DyDiffConfig:
         return data
 
     @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DyDiffConfig:
+        """Inverse of :meth:`to_json`; keys this version no longer has (``steps`` of older runs) are
+        ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["notes"] = tuple(kwargs.get("notes", ()))
+        return cls(**kwargs)
+
+    @classmethod
     def for_profile(cls, profile: str | None, dataset_name: str = "") -> DyDiffConfig:
         """Table 4 defaults for ``dataset_name`` at the budget of ``profile``.
 
         eta: 0.8 for medium-replay / medium-expert, 0.6 for medium and Maze2D (the paper is silent on
         random / expert / unknown data: 0.8). M: 2 for locomotion, 1 for Maze2D. The ``cpu`` and ``smoke``
-        profiles shrink B_r, L, the rollout interval and the learner steps; ``notes`` says how and why.
+        profiles shrink B_r and L and keep the paper's rollout interval (500 updates) and pool age: the
+        FIFO holds the last :data:`POOL_ROUNDS` rounds, as the paper's 2M buffer does; ``notes`` says how
+        and why. The iteration rule and dynamics noise default to the paper's text (``replace``,
+        ``sample``); docs/dydiff.md has the measurements that compare them with the official code's.
         """
         profile = resolve_profile(profile)
         kind = dataset_kind(dataset_name)
-        eta = 0.6 if kind in ("medium", "maze2d") else 0.8
+        eta = 0.8 if kind not in ("medium", "maze2d") else 0.6
         iterations = 1 if kind == "maze2d" else 2
-        rollout_batch = by_profile(profile, smoke=16, cpu=128, paper=2048)
+        rollout_batch = by_profile(profile, smoke=16, cpu=64, paper=2048)
         rollout_length = by_profile(profile, smoke=8, cpu=32, paper=100)
-        interval = by_profile(profile, smoke=50, cpu=1000, paper=500)
-        steps = by_profile(profile, smoke=100, cpu=100_000, paper=1_000_000)
-        sample_batch = by_profile(profile, smoke=16, cpu=128, paper=2048)
-        max_synthetic = by_profile(profile, smoke=20_000, cpu=200_000, paper=2_000_000)
+        interval = by_profile(profile, smoke=50, cpu=500, paper=500)
+        sample_batch = by_profile(profile, smoke=16, cpu=64, paper=2048)
+        kept = max(1, int(np.floor(eta * rollout_batch + 1e-9)))
+        max_synthetic = by_profile(profile, smoke=POOL_ROUNDS * kept * rollout_length,
+                                   cpu=POOL_ROUNDS * kept * rollout_length, paper=2_000_000)
         notes: tuple[str, ...] = ()
         if profile != "paper":
+            inflow = kept * rollout_length / interval
             notes = (
                 f"rollout batch B_r {rollout_batch} (paper 2048): on 2 CPU cores one diffusion sample of "
                 "256 windows at N=34 Heun steps takes ~20 s, so a round must stay small",
                 f"rollout length L {rollout_length} (paper 100): the CPU denoiser is trained on "
                 f"{rollout_length}-step windows; shorter windows make it trainable in minutes",
-                f"learner steps {steps:,} by default (paper 1M) with a round every {interval} updates "
-                f"(paper 500): {steps // interval} rounds, so generating costs about as much as updating",
-                f"synthetic buffer {max_synthetic:,} transitions (paper 2M), scaled with the steps",
+                f"a round every {interval} updates as in the paper, so generating costs about as much as "
+                f"updating; inflow <= {inflow:.1f} synthetic transitions per update (paper ~330)",
+                f"synthetic FIFO {max_synthetic:,} transitions = the last {POOL_ROUNDS} rounds, so synthetic "
+                f"rows are at most ~{POOL_ROUNDS * interval:,} updates old, as in the paper's 2M buffer",
                 "unchanged from the paper: M, eta, softmax temperature 0.05, real ratio 0.6, batch 256",
             )
         return cls(iterations=iterations, rollout_batch=rollout_batch, rollout_length=rollout_length,
-                   rollout_interval=interval, eta=eta, steps=steps, sample_batch=sample_batch,
+                   rollout_interval=interval, eta=eta, sample_batch=sample_batch,
                    max_synthetic=max_synthetic, profile=profile, dataset=str(dataset_name), notes=notes)
 
     def explain(self) -> list[str]:
         """Lines for the user: the profile and, when scaled down, what changed from the paper and why."""
-        head = (f"DyDiff ({self.profile}): M={self.iterations}, B_r={self.rollout_batch}, "
-                f"L={self.rollout_length}, every {self.rollout_interval} updates of {self.steps:,}, "
+        sdedit = "" if self.sdedit_sigma is None else f", SDEdit from sigma {self.sdedit_sigma}"
+        head = (f"DyDiff ({self.profile}): M={self.iterations} ({self.iteration_rule}, dynamics "
+                f"{self.dynamics}{sdedit}), B_r={self.rollout_batch}, L={self.rollout_length}, "
+                f"every {self.rollout_interval} "
+                f"updates, FIFO {self.max_synthetic:,} (~{self.pool_rounds:.0f} rounds), "
                 f"{self.filter} filter eta={self.eta} (keeps {self.kept_per_round}), "
                 f"temperature={self.temperature}, real ratio={self.real_ratio}")
         if self.notes:
@@ -194,10 +253,12 @@ def policy_actions(policy: Policy, observations: np.ndarray) -> np.ndarray:
 
 
 def single_step_rollout(s0: np.ndarray, policy: Policy, dynamics: _Dynamics, length: int,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                        rng: np.random.Generator, *, mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 6: tau_dyn = (s_0, a_0, s_1, ..., a_{L-1}, s_L) with a_i ~ pi(.|s_i), s_{i+1} ~ T(.|s_i, a_i).
 
-    s0: (B, obs) float32. Returns states (B, L+1, obs) with ``states[:, 0] == s0`` and actions (B, L, act).
+    s0: (B, obs) float32. ``mean``: s_{i+1} = the elite mean (``predict_next(..., deterministic=True)``,
+    the official code) instead of a sample. Returns states (B, L+1, obs) with ``states[:, 0] == s0`` and
+    actions (B, L, act).
     """
     s0 = np.asarray(s0, dtype=np.float32)
     states = [s0]
@@ -205,7 +266,9 @@ def single_step_rollout(s0: np.ndarray, policy: Policy, dynamics: _Dynamics, len
     for _ in range(length):
         a = policy_actions(policy, states[-1])
         actions.append(a)
-        states.append(np.asarray(dynamics.predict_next(states[-1], a, rng), dtype=np.float32))
+        nxt = (dynamics.predict_next(states[-1], a, rng, deterministic=True) if mean  # type: ignore[call-arg]
+               else dynamics.predict_next(states[-1], a, rng))
+        states.append(np.asarray(nxt, dtype=np.float32))
     return np.stack(states, axis=1), np.stack(actions, axis=1)
 
 
@@ -221,24 +284,53 @@ def relabel_actions(policy: Policy, states: np.ndarray) -> np.ndarray:
     return acts.reshape(b, l_plus_1 - 1, acts.shape[-1])
 
 
+def iteration_update(new: np.ndarray, previous: np.ndarray, rule: str) -> np.ndarray:
+    """The states of iteration k from its diffusion sample ``new`` and the states of iteration k-1.
+
+    ``replace`` (the paper's text): states^(k) = new. ``average`` (the official code,
+    ``dynamics_recursive_sampler``): states^(k) = (new + states^(k-1)) / 2. Both (B, L+1, obs); s_0 is
+    shared, so it stays exact.
+    """
+    if rule == "replace":
+        return np.asarray(new, dtype=np.float32)
+    if rule == "average":
+        return (0.5 * (np.asarray(new, dtype=np.float64) + previous)).astype(np.float32)
+    raise UserInputError(f"unknown iteration rule '{rule}'; use one of {', '.join(ITERATION_RULES)}")
+
+
 def refine(s0: np.ndarray, actions: np.ndarray, policy: Policy, diffusion: _Sampler, iterations: int,
-           rng: np.random.Generator, *,
+           rng: np.random.Generator, *, states: np.ndarray | None = None, rule: str = "replace",
+           sdedit_sigma: float | None = None,
            on_iteration: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
            ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Eq. 7-9 iterated M times: states^(k) ~ p_theta(.|s_0, a^(k-1)), then a^(k) from Eq. 8.
+    """Eq. 7-9 iterated M times: a sample ~ p_theta(.|s_0, a^(k-1)), the iteration rule, then Eq. 8.
 
-    s0: (B, obs); actions: (B, L, act) = a^(0), the single-step rollout's actions.
-    ``on_iteration(k, states^(k), a^(k-1))`` sees each iteration's states with the actions they were
-    conditioned on (the diagnostics replay those actions in the simulator).
+    s0: (B, obs); actions: (B, L, act) = a^(0), the single-step rollout's actions; states: (B, L+1, obs)
+    = states^(0), the single-step rollout's states (needed by ``rule="average"`` and by an SDEdit start).
+    rule: :func:`iteration_update`. sdedit_sigma: start each reverse process from states^(k-1) noised to
+    that level (``diffusion.sample(..., init_states=, start_sigma=)``) instead of pure noise.
+    ``on_iteration(k, states^(k), a^(k-1))`` sees each iteration's states (after the rule) with the
+    actions their sample was conditioned on.
     Returns (states^(M) (B, L+1, obs) or None when M = 0, a^(M) (B, L, act)).
     """
-    states: np.ndarray | None = None
+    if (rule == "average" or sdedit_sigma is not None) and iterations > 0 and states is None:
+        raise UserInputError("refine() needs the single-step states for the 'average' rule or an SDEdit "
+                             "start; pass states=")
+    current: np.ndarray | None = states
+    refined: np.ndarray | None = None
     for k in range(1, iterations + 1):
-        states = np.asarray(diffusion.sample(s0, actions, rng), dtype=np.float32)
+        if sdedit_sigma is not None:
+            new = diffusion.sample(s0, actions, rng, init_states=current,  # type: ignore[call-arg]
+                                   start_sigma=sdedit_sigma)
+        else:
+            new = diffusion.sample(s0, actions, rng)
+        new = np.asarray(new, dtype=np.float32)
+        refined = new if rule == "replace" or current is None else iteration_update(new, current, rule)
+        current = refined
         if on_iteration is not None:
-            on_iteration(k, states, actions)
-        actions = relabel_actions(policy, states)
-    return states, actions
+            on_iteration(k, refined, actions)
+        actions = relabel_actions(policy, refined)
+    return refined, actions
 
 
 def trajectory_scores(rewards: np.ndarray) -> np.ndarray:
@@ -408,7 +500,9 @@ class DyDiffGenerator:
         """Network evaluations per generated trajectory, by network (policy, dynamics, denoiser, reward)."""
         self._require_fitted()
         length, m = self.config.rollout_length, self.config.iterations
-        nfe = int(getattr(self.diffusion, "network_evaluations_per_sample", 0))
+        per_sample = getattr(self.diffusion, "network_evaluations_for", None)
+        nfe = int(per_sample(self.config.sdedit_sigma) if per_sample is not None
+                  else getattr(self.diffusion, "network_evaluations_per_sample", 0))
         evals = {"policy": length * (m + 1), "dynamics": length, "denoiser": m * nfe, "reward": length}
         evals["total"] = sum(evals.values())
         return evals
@@ -422,6 +516,8 @@ class DyDiffGenerator:
             "temperature": cfg.temperature, "rollout_length": cfg.rollout_length,
             "rollout_batch": cfg.rollout_batch, "rollout_interval": cfg.rollout_interval,
             "real_ratio": cfg.real_ratio, "sample_batch": cfg.sample_batch, "profile": cfg.profile,
+            "iteration_rule": cfg.iteration_rule, "dynamics": cfg.dynamics, "sdedit_sigma": cfg.sdedit_sigma,
+            "max_synthetic": cfg.max_synthetic,
             "dataset": self.dataset_name}}
 
     def rollout(self, s0: np.ndarray, policy: Policy, rng: np.random.Generator,
@@ -431,9 +527,12 @@ class DyDiffGenerator:
         s0: (b, obs). Returns states (b, L+1, obs) and actions (b, L, act) of tau_DM^(M) (tau_dyn if M=0).
         """
         assert self.world is not None and self.diffusion is not None
+        cfg = self.config
         policy.reset(int(s0.shape[0]))
-        states, actions = single_step_rollout(s0, policy, self.world, self.config.rollout_length, rng)
-        refined, actions = refine(s0, actions, policy, self.diffusion, self.config.iterations, rng)
+        states, actions = single_step_rollout(s0, policy, self.world, cfg.rollout_length, rng,
+                                              mean=cfg.dynamics == "mean")
+        refined, actions = refine(s0, actions, policy, self.diffusion, cfg.iterations, rng, states=states,
+                                  rule=cfg.iteration_rule, sdedit_sigma=cfg.sdedit_sigma)
         if refined is not None:
             states = refined
         return states, actions
@@ -517,9 +616,7 @@ class DyDiffGenerator:
         if not meta_path.exists():
             raise UserInputError(f"{directory} holds no dydiff.json; point to a directory written by save()")
         meta = json.loads(meta_path.read_text())
-        cfg = dict(meta["config"])
-        cfg["notes"] = tuple(cfg.get("notes", ()))
-        self.config = DyDiffConfig(**cfg)
+        self.config = DyDiffConfig.from_json(dict(meta["config"]))
         self.dataset_name = meta.get("dataset", "")
         self.env_id = meta.get("env_id")
         self.world = WorldModel.load(directory / "world")
