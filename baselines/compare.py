@@ -5,10 +5,10 @@ An **arm** is a name plus a runner ``RunRequest -> run directory``: ``base`` (pl
 other packages add arms with :func:`register_arm` (e.g. ``dydiff``), or in a module listed in
 :data:`ARM_PLUGIN_MODULES` that registers them on import (so ``--jobs`` worker processes find them too).
 
-Statistics over seeds (per arm): mean +/- std, the interquartile mean (IQM, the mean of the middle 50%,
-Agarwal et al. 2021) with a 95% percentile-bootstrap CI, and for every arm against the first (the
-reference): the difference of means with a bootstrap CI (seeds resampled within each arm) and Welch's
-t-test p-value.
+Statistics over seeds (per arm, :mod:`baselines.stats`, shared with ``augment sweep``): mean +/- std,
+the interquartile mean (IQM, the mean of the middle 50%, Agarwal et al. 2021) with a 95%
+percentile-bootstrap CI, and for every arm against the first (the reference): the difference of means
+with a bootstrap CI (seeds resampled within each arm) and Welch's t-test p-value.
 """
 
 from __future__ import annotations
@@ -26,10 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from baselines.learners import check_learner
 from baselines.runs import read_json, read_metrics, write_json
+from baselines.stats import (  # noqa: F401  (re-exported: the statistics moved to baselines.stats)
+    ArmSummary,
+    bootstrap_ci,
+    difference_ci,
+    iqm,
+    summarise,
+    welch_p,
+)
 from stores.errors import UserInputError, did_you_mean
 
 #: Modules imported (when present) before an unknown arm prefix is reported; they call register_arm.
@@ -141,78 +148,6 @@ def _synthetic_arm(path: str | None) -> Arm:
     return Arm(f"synthetic:{Path(path).name}", functools.partial(train_request, synthetic_store=path))
 
 
-# ------------------------------------------------------------------------------------------- statistics
-def iqm(x: np.ndarray) -> float:
-    """Interquartile mean: mean of the middle 50% of ``x`` (scipy ``trim_mean(x, 0.25)``)."""
-    x = np.asarray(x, dtype=np.float64)
-    return float(sps.trim_mean(x, 0.25)) if x.size else math.nan
-
-
-def bootstrap_ci(x: np.ndarray, statistic: Callable[[np.ndarray], float], *, level: float = 0.95,
-                 n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``statistic`` over ``x`` (E,), resampling with replacement."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    boots = np.array([statistic(x[i]) for i in idx])
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(boots, tail)), float(np.percentile(boots, 100 - tail))
-
-
-def difference_ci(x: np.ndarray, y: np.ndarray, *, level: float = 0.95, n_boot: int = 2000,
-                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of mean(x) - mean(y), resampling each arm's seeds independently."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.size == 0 or y.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    bx = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    by = y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    d = bx - by
-    return float(np.percentile(d, tail)), float(np.percentile(d, 100 - tail))
-
-
-def welch_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided Welch t-test p-value of mean(x) != mean(y); NaN with fewer than 2 seeds or no spread."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.size < 2 or y.size < 2 or (x.std() == 0 and y.std() == 0):
-        return math.nan
-    return float(sps.ttest_ind(x, y, equal_var=False).pvalue)
-
-
-@dataclass
-class ArmSummary:
-    """Per-arm statistics of one metric over seeds (scores: (S,) per seed, in seed order)."""
-
-    arm: str
-    seeds: list[int]
-    scores: np.ndarray
-    mean: float
-    std: float
-    iqm: float
-    iqm_ci: tuple[float, float]
-    diff: float = math.nan
-    diff_ci: tuple[float, float] = (math.nan, math.nan)
-    p_value: float = math.nan
-
-
-def summarise(arm: str, seeds: Sequence[int], scores: np.ndarray, *,
-              reference: np.ndarray | None = None) -> ArmSummary:
-    """Mean, std (ddof=1 when S > 1), IQM + CI and, given a reference arm, difference + CI + Welch p."""
-    scores = np.asarray(scores, np.float64)
-    s = ArmSummary(arm=arm, seeds=list(seeds), scores=scores, mean=float(scores.mean()),
-                   std=float(scores.std(ddof=1)) if scores.size > 1 else 0.0, iqm=iqm(scores),
-                   iqm_ci=bootstrap_ci(scores, iqm))
-    if reference is not None:
-        s.diff = float(scores.mean() - np.mean(reference))
-        s.diff_ci = difference_ci(scores, reference)
-        s.p_value = welch_p(scores, reference)
-    return s
-
-
 # ------------------------------------------------------------------------------------------- running
 @dataclass
 class CompareResult:
@@ -293,7 +228,7 @@ def compare(arms: Sequence[str | Arm], *, dataset: str, learner: str, seeds: Seq
     return report(runs, out_dir, metric=metric, title=f"{learner} on {Path(dataset).name} ({profile})")
 
 
-def _score(res: dict[str, Any], metric: str) -> tuple[float, str]:
+def run_score(res: dict[str, Any], metric: str) -> tuple[float, str]:
     """(score, unit) of one results.json: normalized when known, else the raw return."""
     norm = res.get(f"{metric}_normalized")
     if norm is not None and math.isfinite(norm):
@@ -302,8 +237,12 @@ def _score(res: dict[str, Any], metric: str) -> tuple[float, str]:
 
 
 def report(runs: dict[str, dict[int, Path]], out_dir: Path, *, metric: str = "last5",
-           title: str = "") -> CompareResult:
-    """Statistics, markdown/CSV/JSON tables and the two PNG plots for finished runs ``{arm: {seed: dir}}``."""
+           title: str = "", missing: Sequence[str] = ()) -> CompareResult:
+    """Statistics, markdown/CSV/JSON tables and the two PNG plots for finished runs ``{arm: {seed: dir}}``.
+
+    missing: one line per cell that has no finished run and why (``augment sweep`` fills it), listed
+    under the table and in compare.json so fewer seeds are never averaged silently.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_run: list[dict[str, Any]] = []
@@ -317,7 +256,7 @@ def report(runs: dict[str, dict[int, Path]], out_dir: Path, *, metric: str = "la
         curves[arm] = []
         for seed in seeds_of[arm]:
             res = read_json(dirs[seed] / "results.json")
-            value, unit = _score(res, metric)
+            value, unit = run_score(res, metric)
             vals.append(value)
             per_run.append({"arm": arm, "seed": seed, "score": value, "unit": unit,
                             "final_normalized": res.get("final_normalized"),
@@ -336,13 +275,15 @@ def report(runs: dict[str, dict[int, Path]], out_dir: Path, *, metric: str = "la
     files = {"markdown": out_dir / "compare.md", "csv": out_dir / "compare.csv",
              "json": out_dir / "compare.json", "curves": out_dir / "curves.png",
              "finals": out_dir / "finals.png"}
-    files["markdown"].write_text(markdown_table(summaries, metric=metric, unit=unit, title=title))
+    files["markdown"].write_text(markdown_table(summaries, metric=metric, unit=unit, title=title,
+                                                missing=missing))
     with files["csv"].open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(per_run[0]))
         w.writeheader()
         w.writerows(per_run)
     write_json(files["json"], {
         "title": title, "metric": metric, "unit": unit, "reference": ref, "runs": per_run,
+        "missing": list(missing),
         "arms": [{"arm": s.arm, "seeds": s.seeds, "scores": s.scores, "mean": s.mean, "std": s.std,
                   "iqm": s.iqm, "iqm_ci95": s.iqm_ci, "diff_vs_reference": s.diff, "diff_ci95": s.diff_ci,
                   "welch_p": s.p_value} for s in summaries]})
@@ -355,8 +296,9 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "-" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def markdown_table(summaries: list[ArmSummary], *, metric: str, unit: str, title: str = "") -> str:
-    """The comparison as a markdown table (differences against the first arm)."""
+def markdown_table(summaries: list[ArmSummary], *, metric: str, unit: str, title: str = "",
+                   missing: Sequence[str] = ()) -> str:
+    """The comparison as a markdown table (differences against the first arm), then the missing cells."""
     ref = summaries[0].arm
     lines = [f"# {title}".rstrip() if title else "# Comparison", "",
              f"Score: {metric} evaluation(s), {unit} (per-seed scores; CI = 95% percentile bootstrap).", "",
@@ -367,6 +309,9 @@ def markdown_table(summaries: list[ArmSummary], *, metric: str, unit: str, title
         p = "-" if not math.isfinite(s.p_value) else f"{s.p_value:.3f}"
         lines.append(f"| {s.arm} | {len(s.seeds)} | {_fmt(s.mean)} +/- {_fmt(s.std)} | {_fmt(s.iqm)} "
                      f"[{_fmt(s.iqm_ci[0])}, {_fmt(s.iqm_ci[1])}] | {diff} | {p} |")
+    if missing:
+        lines += ["", f"Missing cells ({len(missing)}; not in the statistics above):", ""]
+        lines += [f"- {m}" for m in missing]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,300 @@
+"""A sweep's state on disk: the manifest, one state file and one lock per cell, and ``sweep status``.
+
+* ``ROOT/sweep.json`` (the manifest): the spec, every cell, and one line per invocation. A root keeps one
+  budget (profile and TrainConfig overrides): sweeping it again with another budget is refused.
+* ``ROOT/sweep.lock``: held by the driver (``augment sweep``) while it runs, so two drivers never share
+  a root.
+* ``ROOT/cells/<cell id>.json``: ``status`` (running / done / failed) and every attempt (invocation,
+  engine, host, pid, start and end time, the checkpoint step it resumed from, the error and traceback).
+  Only the process running the cell writes it, or the driver after that process died.
+* ``ROOT/cells/<cell id>.lock``: held by the process running the cell. A killed process loses its lock,
+  so "running" in a state file whose lock is free means *interrupted* (resumed by the next sweep).
+
+Status of a cell: ``done`` (its run directory holds results.json), ``running`` (its lock is held),
+``failed`` (the last attempt failed), else ``pending`` (never started, or interrupted; the detail says
+from which checkpoint it will resume). The locks are ``fcntl.flock`` locks: they work across processes
+on one machine and across machines on a shared filesystem that supports them (NFSv4, CephFS, Lustre
+mounted with ``flock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baselines.runs import latest_checkpoint, read_json, write_json
+from baselines.sweep_grid import Cell, SweepSpec
+from stores.errors import UserInputError
+
+try:  # POSIX only; elsewhere nothing is locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+MANIFEST = "sweep.json"
+CELLS_DIR = "cells"
+STATUSES: tuple[str, ...] = ("done", "running", "failed", "pending")
+
+
+def manifest_path(root: Path) -> Path:
+    return Path(root) / MANIFEST
+
+
+def state_path(root: Path, cell_id: str) -> Path:
+    return Path(root) / CELLS_DIR / f"{cell_id}.json"
+
+
+def lock_path(root: Path, cell_id: str) -> Path:
+    return Path(root) / CELLS_DIR / f"{cell_id}.lock"
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+# ------------------------------------------------------------------------------------------- locks
+def _try_lock(handle: Any) -> bool:
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, *, wait_s: float = 0.0) -> Iterator[bool]:
+    """Try to hold an exclusive lock on ``path`` for the block, for up to ``wait_s`` seconds; yields
+    whether it is held (the block runs either way)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + wait_s
+        got = _try_lock(handle)
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got = _try_lock(handle)
+        try:
+            yield got
+        finally:
+            if got and fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def lock_is_held(path: Path) -> bool:
+    """True when another process holds the lock on ``path`` (probes it without waiting)."""
+    if not path.exists():
+        return False
+    with held_lock(path) as got:
+        return not got
+
+
+@contextlib.contextmanager
+def driver_lock(root: Path) -> Iterator[None]:
+    """Hold ``ROOT/sweep.lock`` for a driver; UserInputError when another driver holds it."""
+    path = Path(root) / "sweep.lock"
+    with held_lock(path) as got:
+        if not got:
+            raise UserInputError(f"another `augment sweep` is running on {root}; wait for it to end "
+                                 f"(`augment sweep status {root}`) or use another root")
+        yield
+
+
+# ------------------------------------------------------------------------------------------- manifest
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = manifest_path(root)
+    if not path.exists():
+        raise UserInputError(f"{root} holds no {MANIFEST}: not a sweep run root (start one with "
+                             "`augment sweep SWEEP.yaml`)")
+    return read_json(path)
+
+
+def check_budget(root: Path, spec: SweepSpec) -> None:
+    """UserInputError when ``root`` was swept before with another budget (profile, overrides)."""
+    path = manifest_path(root)
+    if path.exists():
+        old = read_json(path)
+        if old.get("budget") != _jsonable_budget(spec):
+            raise UserInputError(
+                f"{root} was swept with {old.get('budget')}; this sweep asks for {_jsonable_budget(spec)}. "
+                "Runs in one root share one budget: use another root, or the same profile and overrides")
+
+
+def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation: str, engine: str) -> None:
+    """Record the spec and cells; refuse a root swept before with another budget."""
+    check_budget(root, spec)
+    path = manifest_path(root)
+    history: list[dict[str, Any]] = []
+    if path.exists():
+        history = list(read_json(path).get("invocations", []))
+    history.append({"invocation": invocation, "engine": engine, "host": host_name(), "pid": os.getpid(),
+                    "started": time.time(), "cells": len(cells)})
+    write_json(path, {"spec": spec.to_json(), "budget": _jsonable_budget(spec),
+                      "cells": [c.to_json() for c in cells], "invocations": history})
+
+
+def _jsonable_budget(spec: SweepSpec) -> dict[str, Any]:
+    import json
+
+    from baselines.runs import to_jsonable
+
+    return json.loads(json.dumps(to_jsonable(spec.budget())))
+
+
+def manifest_cells(manifest: dict[str, Any]) -> list[Cell]:
+    return [Cell(**c) for c in manifest["cells"]]
+
+
+# ------------------------------------------------------------------------------------------- cell state
+def read_state(root: Path, cell_id: str) -> dict[str, Any] | None:
+    path = state_path(root, cell_id)
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:  # a torn file from a crash mid-write cannot happen (atomic), but be safe
+        return None
+
+
+def write_state(root: Path, cell_id: str, state: dict[str, Any]) -> None:
+    path = state_path(root, cell_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, state)
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """Step of the newest complete checkpoint of ``run_dir`` (0 when none)."""
+    ckpt = latest_checkpoint(run_dir)
+    return int(ckpt.name.split("_")[-1]) if ckpt is not None else 0
+
+
+def begin_attempt(root: Path, cell: Cell, *, invocation: str, engine: str, attempt: int) -> dict[str, Any]:
+    """Mark ``cell`` running and append an attempt record (called by the process that runs it)."""
+    state = read_state(root, cell.cell_id) or {"cell": cell.to_json(), "attempts": []}
+    record = {"attempt": attempt, "invocation": invocation, "engine": engine, "host": host_name(),
+              "pid": os.getpid(), "started": time.time(), "ended": None, "seconds": None,
+              "resumed_from_step": checkpoint_step(cell.run_dir(root)), "outcome": "running",
+              "error": None, "error_type": None, "traceback": None}
+    state["attempts"].append(record)
+    state["status"] = "running"
+    write_state(root, cell.cell_id, state)
+    return state
+
+
+def end_attempt(root: Path, cell: Cell, state: dict[str, Any], *, outcome: str, error: str | None = None,
+                error_type: str | None = None, traceback: str | None = None) -> dict[str, Any]:
+    """Close the last attempt with ``outcome`` (done / failed) and set the cell's status."""
+    record = state["attempts"][-1]
+    record.update(ended=time.time(), outcome=outcome, error=error, error_type=error_type, traceback=traceback)
+    record["seconds"] = record["ended"] - record["started"]
+    state["status"] = outcome
+    write_state(root, cell.cell_id, state)
+    return state
+
+
+def record_lost_attempt(root: Path, cell: Cell, *, invocation: str, engine: str, attempt: int,
+                        error: str) -> bool:
+    """After the engine lost a task (worker died): close its open attempt as failed and return True, or
+    return False when the cell never started in this invocation (it may simply be submitted again)."""
+    state = read_state(root, cell.cell_id)
+    if not state or not state.get("attempts"):
+        return False
+    last = state["attempts"][-1]
+    if last.get("invocation") != invocation or last.get("attempt") != attempt:
+        return False
+    if last.get("outcome") == "running":
+        end_attempt(root, cell, state, outcome="failed", error=error, error_type="WorkerDied")
+    return True
+
+
+def record_failure(root: Path, cell: Cell, *, invocation: str, engine: str, attempt: int, error: str,
+                   error_type: str = "WorkerDied") -> None:
+    """Record a failed attempt on behalf of a task that never reported (written by the driver)."""
+    state = read_state(root, cell.cell_id) or {"cell": cell.to_json(), "attempts": []}
+    now = time.time()
+    state["attempts"].append({"attempt": attempt, "invocation": invocation, "engine": engine,
+                              "host": host_name(), "pid": os.getpid(), "started": now, "ended": now,
+                              "seconds": 0.0, "resumed_from_step": checkpoint_step(cell.run_dir(root)),
+                              "outcome": "failed", "error": error, "error_type": error_type,
+                              "traceback": None})
+    state["status"] = "failed"
+    write_state(root, cell.cell_id, state)
+
+
+# ------------------------------------------------------------------------------------------- status
+@dataclass
+class CellStatus:
+    """Where a cell stands: ``status`` one of :data:`STATUSES`, a one-line ``detail``, its attempts."""
+
+    cell: Cell
+    status: str
+    detail: str = ""
+    attempts: int = 0
+    error: str | None = None
+    score: float | None = None
+
+
+@dataclass
+class SweepStatus:
+    """Every cell's status and the counts per status."""
+
+    root: Path
+    cells: list[CellStatus] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(s.status for s in self.cells)
+        return {k: c.get(k, 0) for k in STATUSES}
+
+    def line(self) -> str:
+        c = self.counts
+        return (f"{len(self.cells)} cells: done {c['done']}, running {c['running']}, failed {c['failed']}, "
+                f"pending {c['pending']}")
+
+
+def first_line(text: str | None, limit: int = 160) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def cell_status(root: Path, cell: Cell) -> CellStatus:
+    """The status of one cell from its run directory, state file and lock."""
+    run_dir = cell.run_dir(root)
+    state = read_state(root, cell.cell_id) or {}
+    attempts = state.get("attempts", [])
+    last = attempts[-1] if attempts else {}
+    if (run_dir / "results.json").exists():
+        return CellStatus(cell, "done", detail=f"{len(attempts)} attempt(s)" if attempts else "",
+                          attempts=len(attempts))
+    if lock_is_held(lock_path(root, cell.cell_id)):
+        step = checkpoint_step(run_dir)
+        where = f"on {last.get('host')} pid {last.get('pid')}" if last else ""
+        return CellStatus(cell, "running", detail=f"{where}, checkpoint at step {step}".strip(", "),
+                          attempts=len(attempts))
+    if state.get("status") == "failed":
+        err = f"{last.get('error_type')}: {first_line(last.get('error'))}"
+        return CellStatus(cell, "failed", detail=f"after {len(attempts)} attempt(s): {err}",
+                          attempts=len(attempts), error=err)
+    step = checkpoint_step(run_dir)
+    if state.get("status") == "running":
+        detail = (f"interrupted (attempt {last.get('attempt')} on {last.get('host')}); "
+                  f"resumes from step {step}")
+    elif step:
+        detail = f"resumes from step {step}"
+    else:
+        detail = "not started"
+    return CellStatus(cell, "pending", detail=detail, attempts=len(attempts))
+
+
+def sweep_status(root: Path) -> SweepStatus:
+    """The status of every cell of the sweep in ``root`` (its latest manifest)."""
+    root = Path(root)
+    cells = manifest_cells(read_manifest(root))
+    return SweepStatus(root=root, cells=[cell_status(root, c) for c in cells])

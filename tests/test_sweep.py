@@ -1,0 +1,222 @@
+"""Sweeps on the local engine: the grid from YAML, warm-up, failures (recorded, retried, reported),
+``sweep status``, and a sweep killed mid-way that resumes without rerunning finished cells."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from baselines_data import hopper_random_dataset
+from click.testing import CliRunner
+
+from baselines.compare import Arm, RunRequest, register_arm, train_request
+from baselines.runs import read_json
+from baselines.sweep import run_sweep, sweep_status
+from baselines.sweep_engines import RAY_MISSING, import_ray
+from baselines.sweep_grid import build, expand, read_sweep_file, warmup_plan
+from baselines.sweep_state import cell_status, held_lock, lock_path, manifest_cells, read_manifest, read_state
+from stores.errors import UserInputError
+from stores.sources import write_npz
+
+TINY = {"steps": 8, "eval_every": 4, "eval_episodes": 1, "batch_size": 32, "checkpoint_every": 4}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_npz(hopper_random_dataset(episodes=8, seed=4), tmp_path_factory.mktemp("d") / "hop.npz")
+
+
+def _yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_spec_from_yaml_expands_to_the_grid(tmp_path: Path, data_path: Path) -> None:
+    f = _yaml(tmp_path / "sweep.yaml", f"""
+root: {tmp_path / "root"}
+datasets: [{data_path}, hopper-medium-replay]
+arms: [base, "synthetic:{tmp_path / 'x.zarr'}"]
+seeds: 0-1
+profile: smoke
+overrides: {json.dumps(TINY)}
+retries: 2
+resources: {{cpus: 1}}
+engine: ray
+address: auto
+""")
+    spec, engine = build(read_sweep_file(f))
+    assert spec.seeds == (0, 1) and spec.retries == 2 and spec.overrides == TINY
+    assert (engine.engine, engine.address, engine.jobs) == ("ray", "auto", 1)
+    assert Path(spec.datasets[0]).is_absolute() and spec.learners == ("td3bc",)
+    cells = expand(spec, {"base": "base", spec.arms[1]: "synthetic:x.zarr"})
+    assert len(cells) == 8 and [c.seed for c in cells] == [0] * 4 + [1] * 4  # seed-major
+    assert [(c.label, c.arm_name) for c in cells[:4]] == [("hop", "base"), ("hop", "synthetic:x.zarr"),
+                                                          ("hopper-medium-replay", "base"),
+                                                          ("hopper-medium-replay", "synthetic:x.zarr")]
+    assert cells[1].run_dir(spec.root) == spec.root / "hop" / "td3bc" / "runs" / "synthetic_x.zarr" / "seed_0"
+    assert cells[1].cell_id == "hop__td3bc__synthetic_x.zarr__seed0"
+    base = {"root": str(tmp_path / "r"), "datasets": [str(data_path)], "profile": "smoke"}
+    for bad, match in [({"sed": [0]}, "did you mean 'seeds'"), ({"seeds": "3-1"}, "seeds: give"),
+                       ({"overrides": {"seed": 1}}, "the grid sets it"),
+                       ({"overrides": {"stpes": 1}}, "did you mean 'steps'"),
+                       ({"engine": "rai"}, "did you mean 'ray'"), ({"learners": ["sac"]}, "sac"),
+                       ({"arms": ["base", "base"]}, "repeats")]:
+        with pytest.raises(UserInputError, match=match):
+            build({**base, **bad})
+    with pytest.raises(UserInputError, match="needs datasets"):
+        build({"root": str(tmp_path)})
+
+
+def test_warmup_holds_seeds_of_model_arms_behind_their_first_cell(tmp_path: Path) -> None:
+    spec, _ = build({"root": str(tmp_path), "datasets": ["hopper-medium-replay", "walker2d-medium-replay"],
+                     "arms": ["base", "dydiff"], "seeds": [0, 1, 2], "profile": "smoke"})
+    cells = expand(spec, {"base": "base", "dydiff": "dydiff"})
+    plan = warmup_plan(cells, finished=set())
+    dydiff_ready = [(c.label, c.seed) for c in plan.ready if c.arm == "dydiff"]
+    assert dydiff_ready == [("hopper-medium-replay", 0), ("walker2d-medium-replay", 0)]
+    assert sum(c.arm == "base" for c in plan.ready) == 6  # model-free arms never wait
+    assert [c.seed for c in plan.held[("hopper-medium-replay", "dydiff")]] == [1, 2]
+    assert len(plan.leaders) == 2
+    warm = warmup_plan(cells, finished={("hopper-medium-replay", "dydiff")})  # cached: nothing waits there
+    assert ("hopper-medium-replay", "dydiff") not in warm.held and len(warm.held) == 1
+    assert len(warmup_plan(cells, finished=set(), enabled=False).ready) == len(cells)
+
+
+def _flaky(request: RunRequest, *, marker: str) -> Path:
+    """Fails the first time (leaving a marker), then trains like base: a transient failure."""
+    if not Path(marker).exists():
+        Path(marker).write_text("failed once")
+        raise RuntimeError("transient failure")
+    return train_request(request)
+
+
+def _broken(request: RunRequest) -> Path:
+    raise RuntimeError("this arm always fails")
+
+
+register_arm("flaky", lambda arg: Arm("flaky", functools.partial(_flaky, marker=str(arg))))
+register_arm("broken", lambda arg: Arm("broken", _broken))
+
+
+def test_failed_cells_are_recorded_retried_and_reported(tmp_path: Path, data_path: Path) -> None:
+    junk = tmp_path / "junk.zarr"
+    junk.mkdir()
+    options = {"root": str(tmp_path / "root"), "datasets": [str(data_path)], "profile": "smoke",
+               "arms": ["base", f"flaky:{tmp_path / 'marker'}", "broken", f"synthetic:{junk}"], "seeds": [0],
+               "overrides": TINY, "retries": 1}
+    spec, engine = build(options)
+    lines: list[str] = []
+    res = run_sweep(spec, engine, progress=False, log=lines.append)
+    root = spec.root
+    assert res.status.counts == {"done": 2, "running": 0, "failed": 2, "pending": 0}
+    assert sorted(res.failed) == ["hop__td3bc__broken__seed0", "hop__td3bc__synthetic_junk.zarr__seed0"]
+    flaky = read_state(root, "hop__td3bc__flaky__seed0")
+    assert [a["outcome"] for a in flaky["attempts"]] == ["failed", "done"]
+    first = flaky["attempts"][0]
+    assert first["error"] == "transient failure" and "Traceback" in first["traceback"]
+    broken = read_state(root, "hop__td3bc__broken__seed0")
+    assert [a["outcome"] for a in broken["attempts"]] == ["failed", "failed"] and broken["status"] == "failed"
+    junk_state = read_state(root, "hop__td3bc__synthetic_junk.zarr__seed0")  # UserInputError: not retried
+    assert len(junk_state["attempts"]) == 1 and junk_state["attempts"][0]["error_type"] == "UserInputError"
+    assert any(line.startswith("retry") and "flaky" in line for line in lines)
+    assert any("FAILED" in line and "broken" in line for line in lines)
+    # the tables say which cells are missing and why, and average only what finished
+    md = (root / "hop" / "td3bc" / "compare.md").read_text()
+    assert "| base | 1 |" in md and "| flaky | 1 |" in md and "Missing cells (2" in md
+    assert "broken seed 0: failed (after 2 attempt(s): RuntimeError: this arm always fails)" in md
+    assert "is not a replay store" in md
+    js = read_json(root / "hop" / "td3bc" / "compare.json")
+    assert [a["arm"] for a in js["arms"]] == ["base", "flaky"] and len(js["missing"]) == 2
+    summary = (root / "summary.md").read_text()
+    assert "## Missing cells (2" in summary and "| broken | 0 | 0 |" in summary
+    # a second sweep (from YAML, on the command line) leaves failed cells alone and exits 1 listing them
+    from cli import cli
+
+    f = _yaml(tmp_path / "sweep.yaml", json.dumps(options))  # JSON is YAML
+    again = CliRunner().invoke(cli, ["sweep", str(f), "--quiet"], catch_exceptions=False)
+    assert again.exit_code == 1 and "## Missing cells (2" in again.output and "done 2" in again.output
+    assert len(read_state(root, "hop__td3bc__broken__seed0")["attempts"]) == 2
+    spec0, _ = build({**options, "retries": 0})
+    run_sweep(spec0, engine, progress=False, retry_failed=True, log=lines.append)
+    assert len(read_state(root, "hop__td3bc__broken__seed0")["attempts"]) == 3
+    # status: a cell whose lock is held is running; the CLI lists failed cells with their error
+    broken_cell = next(c for c in manifest_cells(read_manifest(root)) if c.arm == "broken")
+    with held_lock(lock_path(root, broken_cell.cell_id)) as got:
+        assert got and cell_status(root, broken_cell).status == "running"
+    out = CliRunner().invoke(cli, ["sweep", "status", str(root)], catch_exceptions=False).output
+    assert "4 cells: done 2, running 0, failed 2, pending 0" in out and "this arm always fails" in out
+
+
+def test_ray_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
+    with pytest.raises(UserInputError, match=r"\[distributed\]") as err:
+        import_ray()
+    assert str(err.value) == RAY_MISSING
+
+
+_DRIVER = """
+import sys
+from baselines.sweep import run_sweep
+from baselines.sweep_grid import build, read_sweep_file
+spec, engine = build(read_sweep_file(sys.argv[1]))
+run_sweep(spec, engine, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_rerunning_finished_cells(tmp_path: Path, data_path: Path) -> None:
+    budget = {"steps": 60, "eval_every": 30, "eval_episodes": 1, "batch_size": 32, "checkpoint_every": 10}
+    f = _yaml(tmp_path / "sweep.yaml", f"root: {tmp_path / 'root'}\ndatasets: [{data_path}]\narms: [base]\n"
+                                      f"seeds: 0-2\nprofile: smoke\noverrides: {json.dumps(budget)}\n")
+    spec, engine = build(read_sweep_file(f))
+    runs = spec.root / "hop" / "td3bc" / "runs" / "base"
+    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(f)], cwd=REPO, env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [d for d in runs.glob("seed_*") if (d / "results.json").exists()]
+            last = f"step_{budget['steps']:08d}"
+            partial = [d for d in runs.glob("seed_*")  # a checkpoint before the last step: mid-run
+                       if (d / "checkpoints" / "latest").exists() and not (d / "results.json").exists()
+                       and (d / "checkpoints" / "latest").read_text().strip() != last]
+            if done and partial:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.stderr.read()!r}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    status = sweep_status(spec.root)
+    finished = [s.cell for s in status.cells if s.status == "done"]
+    interrupted = [s for s in status.cells if s.detail.startswith("interrupted")]
+    assert finished and len(interrupted) == 1 and status.counts["running"] == 0
+    cut = interrupted[0].cell
+    stamps = {c.cell_id: (c.run_dir(spec.root) / "results.json").stat().st_mtime_ns for c in finished}
+    step = int(interrupted[0].detail.rsplit(" ", 1)[-1])
+    assert step > 0
+    from cli import cli
+
+    out = CliRunner().invoke(cli, ["sweep", str(f), "--quiet"], catch_exceptions=False)
+    assert out.exit_code == 0 and "3 cells: done 3" in out.output, out.output
+    assert f"ran {3 - len(finished)} in" in out.output
+    for c in finished:  # finished cells were not run again
+        assert (c.run_dir(spec.root) / "results.json").stat().st_mtime_ns == stamps[c.cell_id]
+        assert len(read_state(spec.root, c.cell_id)["attempts"]) == 1
+    last = read_state(spec.root, cut.cell_id)["attempts"][-1]
+    assert last["resumed_from_step"] == step and last["outcome"] == "done"
+    # and the resumed run ends with the numbers of a run that never stopped
+    fresh = train_request(RunRequest(dataset=cut.dataset, learner="td3bc", seed=cut.seed, profile="smoke",
+                                     run_dir=tmp_path / "fresh", overrides=budget))
+    resumed = read_json(cut.run_dir(spec.root) / "results.json")["evaluations"]
+    uninterrupted = read_json(fresh / "results.json")["evaluations"]
+    assert [e["return_mean"] for e in resumed] == [e["return_mean"] for e in uninterrupted]
