@@ -18,12 +18,11 @@ the learner budget comes from TrainConfig only (DyDiffConfig has no ``steps``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
+from augment.arm_options import options_arm, parse_options
 from baselines.compare import Arm, RunRequest, register_arm
-from stores.errors import UserInputError
 
 #: Arm option keys -> DyDiffConfig fields, with the type to parse the value as.
 ARM_OPTIONS: dict[str, tuple[str, type]] = {
@@ -40,21 +39,7 @@ ARM_OPTIONS: dict[str, tuple[str, type]] = {
 
 def parse_arm_options(arg: str | None) -> dict[str, Any]:
     """``"M=1,filter=hardmax"`` -> ``{"iterations": 1, "filter": "hardmax"}`` (DyDiffConfig fields)."""
-    options: dict[str, Any] = {}
-    for item in (arg or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in ARM_OPTIONS:
-            raise UserInputError(f"dydiff arm option '{item}' is not KEY=VALUE with KEY one of "
-                                 f"{', '.join(ARM_OPTIONS)} (e.g. dydiff:M=1,filter=hardmax)")
-        field_name, kind = ARM_OPTIONS[key]
-        try:
-            options[field_name] = kind(value.strip())
-        except ValueError as exc:
-            raise UserInputError(f"dydiff arm option {key} needs a {kind.__name__}, got '{value}'") from exc
-    return options
+    return parse_options("dydiff", arg, ARM_OPTIONS, example="dydiff:M=1,filter=hardmax")
 
 
 def dydiff_request(request: RunRequest, *, options: tuple[tuple[str, Any], ...] = ()) -> Path:
@@ -79,10 +64,7 @@ def dydiff_request(request: RunRequest, *, options: tuple[tuple[str, Any], ...] 
 
 
 def _dydiff_arm(arg: str | None) -> Arm:
-    options = parse_arm_options(arg)
-    name = "dydiff" if not options else "dydiff:" + ",".join(
-        item.strip().replace(" ", "") for item in (arg or "").split(",") if item.strip())
-    return Arm(name, functools.partial(dydiff_request, options=tuple(sorted(options.items()))))
+    return options_arm("dydiff", arg, parse_arm_options(arg), dydiff_request)
 
 
 register_arm("dydiff", _dydiff_arm)

@@ -285,6 +285,16 @@ def train_online(env_id: str, score_name: str, budget: RecipeBudget, *, seed: in
     def note(line: str) -> None:  # above the progress bar, on stderr
         tqdm.write(line, file=sys.stderr)
 
+    def snapshot(name: str, score: float, step: int, mean: float, std: float, detail: str) -> Snapshot:
+        """Record the ``name`` snapshot at this evaluation and say so (loudly when the threshold was not
+        reached); ``detail`` goes between the eval return and the threshold in the message."""
+        snap = run.record(name, score, step, mean, std, wall())
+        note(f"{name} snapshot at step {step:,}: eval return {mean:.1f} +- {std:.1f}{detail}"
+             f"threshold {snap.threshold_return:.1f}, {'reached' if snap.reached else 'NOT reached'})")
+        if not snap.reached:
+            _loud(not_reached_lines(snap, family, run.agent.name, best_eval()), note)
+        return snap
+
     target = "expert" if until_expert else "medium"
     bar = tqdm(total=total, initial=run.t, desc=f"{family} {run.agent.name} ({target})", unit="step",
                disable=not progress, dynamic_ncols=True)
@@ -315,14 +325,9 @@ def train_online(env_id: str, score_name: str, budget: RecipeBudget, *, seed: in
                 bar.set_postfix(eval_return=f"{mean:.0f}", score=f"{normalized_score(mean, family):.1f}")
                 if run.medium_snapshot is None and (
                         mean >= return_for_score(b.medium_score, family) or step >= b.medium_max_steps):
-                    snap = run.record("medium", b.medium_score, step, mean, std, wall())
-                    run.medium_snapshot = snap
-                    note(f"medium snapshot at step {step:,}: eval return {mean:.1f} +- {std:.1f} over "
-                              f"{b.eval_episodes} episodes (normalized {normalized_score(mean, family):.1f}; "
-                              f"threshold {snap.threshold_return:.1f}, "
-                              f"{'reached' if snap.reached else 'NOT reached'})")
-                    if not snap.reached:
-                        _loud(not_reached_lines(snap, family, run.agent.name, best_eval()), note)
+                    detail = (f" over {b.eval_episodes} episodes "
+                              f"(normalized {normalized_score(mean, family):.1f}; ")
+                    run.medium_snapshot = snapshot("medium", b.medium_score, step, mean, std, detail)
                     run.medium = run.rollouts(200_000, "medium rollouts", progress)
                     snapshot_dirty = True
                     if not until_expert:
@@ -330,13 +335,7 @@ def train_online(env_id: str, score_name: str, budget: RecipeBudget, *, seed: in
                         break
                 if until_expert and run.expert_snapshot is None and (
                         mean >= return_for_score(b.expert_score, family) or step >= total):
-                    snap = run.record("expert", b.expert_score, step, mean, std, wall())
-                    run.expert_snapshot = snap
-                    note(f"expert snapshot at step {step:,}: eval return {mean:.1f} +- {std:.1f} "
-                              f"(threshold {snap.threshold_return:.1f}, "
-                              f"{'reached' if snap.reached else 'NOT reached'})")
-                    if not snap.reached:
-                        _loud(not_reached_lines(snap, family, run.agent.name, best_eval()), note)
+                    run.expert_snapshot = snapshot("expert", b.expert_score, step, mean, std, " (")
                     run.expert = run.rollouts(300_000, "expert rollouts", progress)
                     done = True
                     break

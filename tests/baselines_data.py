@@ -32,3 +32,9 @@ def hopper_random_dataset(episodes: int = 20, seed: int = 0, max_steps: int = 20
     env.close()
     return OfflineDataset(name="hopper-random", episodes=tuple(eps), env_id="Hopper-v5",
                           provenance={"source": "test", "policy": "uniform random", "seed": seed})
+
+
+def planner_dataset() -> OfflineDataset:
+    """The tiny Hopper data the planner tests (DMEMM, Trajectory Diffuser) fit their smoke planners on:
+    12 random episodes of at most 60 steps, seed 3."""
+    return hopper_random_dataset(episodes=12, seed=3, max_steps=60)

@@ -22,8 +22,8 @@ from augment.planners import aepo_math as M
 from augment.planners.aepo import AEPOConfig, AEPOPlanner, sample_actions
 from augment.planners.aepo_critic import IQLCritic, iql_config, make_iql, train_iql
 from augment.planners.base import apply_overrides, planner_class
-from cli import main
 from stores.errors import UserInputError
+from tests.cli_helpers import run_cli
 
 # A1-A5 setting: a_0 ~ N(m, s^2 I), d = 2, alpha = 0.8, sigma = 0.6, query a_t = (0.5, 0.3)
 MEAN = torch.tensor([0.2, -0.1], dtype=torch.float64)
@@ -288,20 +288,10 @@ def test_bad_settings_raise_user_input_errors() -> None:
         apply_overrides(base, [("omegaa", "1")])
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
 def test_augment_plan_aepo_smoke_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    code, stdout, _ = _run(["plan", "aepo", "--dataset", "hopper-medium-replay", "--profile", "smoke",
+    code, stdout, _ = run_cli(["plan", "aepo", "--dataset", "hopper-medium-replay", "--profile", "smoke",
                             "--generate", "4", "--out", str(out), "--quiet"], capsys)
     assert code == 0, stdout
     results = json.loads((out / "results.json").read_text())
@@ -310,6 +300,6 @@ def test_augment_plan_aepo_smoke_end_to_end(tmp_path, capsys: pytest.CaptureFixt
     assert (out / "synthetic.zarr").exists() and results["num_synthetic"] >= 1
     config = json.loads((out / "config.json").read_text())
     assert any("differs from the paper settings" in line for line in config["scaled"])
-    code, _, err = _run(["plan", "aepo", "--dataset", "hopper-medium-replay", "--profile", "smoke",
+    code, _, err = run_cli(["plan", "aepo", "--dataset", "hopper-medium-replay", "--profile", "smoke",
                          "--set", "posterior=3", "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and err.count("\n") == 1 and "posterior must be 1 or 2" in err

@@ -25,12 +25,12 @@ from augment.planners.dmemm_math import (
     window_reward_sums,
 )
 from augment.planners.run import make_planner
-from tests.baselines_data import hopper_random_dataset
+from tests.baselines_data import planner_dataset
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return hopper_random_dataset(episodes=12, seed=3, max_steps=60)
+    return planner_dataset()
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from augment.generators.data_termination import fit_terminal_classifier, termination_source
-from cli import main
 from stores.datasets import load_dataset
 from stores.replay import ReplayStore
+from tests.cli_helpers import run_cli
 
 OBS, ACT = 4, 2
 
@@ -48,16 +48,6 @@ def lin_npz(tmp_path_factory):
     return linear_system_npz(tmp_path_factory.mktemp("envless") / "linear-system.npz")
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_termination_is_learned_from_the_data(lin_npz) -> None:
     data = load_dataset(str(lin_npz))
     assert data.env_id is None and data.transitions.terminals.sum() > 3
@@ -72,7 +62,7 @@ def test_termination_is_learned_from_the_data(lin_npz) -> None:
 @pytest.mark.slow
 def test_generate_then_train_without_an_env(lin_npz, tmp_path, capsys) -> None:
     store, run = tmp_path / "syn.zarr", tmp_path / "run"
-    code, out, err = _run(["generate", "rollout", "--dataset", str(lin_npz), "--n", "200", "--out",
+    code, out, err = run_cli(["generate", "rollout", "--dataset", str(lin_npz), "--n", "200", "--out",
                            str(store), "--profile", "smoke", "-o", "h=3"], capsys)
     assert code == 0, err
     assert "names no environment" in err
@@ -81,9 +71,9 @@ def test_generate_then_train_without_an_env(lin_npz, tmp_path, capsys) -> None:
         assert len(s) == 200
     assert attrs["env_id"] is None and attrs["termination"]["source"] == "data"
     assert attrs["model_diagnostics"]["world_holdout_next_state_mse_raw"] >= 0.0
-    code, out, err = _run(["train", "--policy", "td3bc", "--dataset", str(lin_npz), "--synthetic", str(store),
-                           "--profile", "smoke", "--steps", "40", "--eval-every", "20", "--out", str(run)],
-                          capsys)
+    code, out, err = run_cli(["train", "--policy", "td3bc", "--dataset", str(lin_npz), "--synthetic",
+                              str(store), "--profile", "smoke", "--steps", "40", "--eval-every", "20",
+                              "--out", str(run)], capsys)
     assert code == 0, err
     assert "online evaluation skipped" in err
     results = json.loads((run / "results.json").read_text())
@@ -99,7 +89,7 @@ def test_generate_then_train_without_an_env(lin_npz, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_dydiff_without_an_env(lin_npz, tmp_path, capsys) -> None:
     run = tmp_path / "dy"
-    code, out, err = _run(["dydiff", "--policy", "td3bc", "--dataset", str(lin_npz), "--profile", "smoke",
+    code, out, err = run_cli(["dydiff", "--policy", "td3bc", "--dataset", str(lin_npz), "--profile", "smoke",
                            "--steps", "20", "--out", str(run)], capsys)
     assert code == 0, err
     assert "names no environment" in out + err

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from augment.generators.offline import parse_options, trim_batch
-from cli import main
 from stores.errors import UserInputError
 from stores.replay import ReplayStore
 from stores.schema import TrajectoryBatch
 from stores.sources import write_npz
 from tests.baselines_data import hopper_random_dataset
+from tests.cli_helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +20,6 @@ def tiny_npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "tiny-hopper.npz"
     write_npz(hopper_random_dataset(episodes=8, seed=5), path)
     return path
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _batch(lengths: list[int], terminal_rows: list[int]) -> TrajectoryBatch:
@@ -69,13 +59,13 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tiny_npz, tmp_path, cap
     out = tmp_path / "s.zarr"
     base = ["generate", "synther", "--dataset", str(tiny_npz), "--out", str(out), "--profile", "smoke",
             "--quiet"]
-    code, _, err = _run(base[:6] + ["--n", "0"] + base[6:], capsys)
+    code, _, err = run_cli(base[:6] + ["--n", "0"] + base[6:], capsys)
     assert code == 2 and "--n must be a positive" in err and err.count("\n") == 1
-    code, _, err = _run(["generate", "synthr"] + base[2:] + ["--n", "10"], capsys)
+    code, _, err = run_cli(["generate", "synthr"] + base[2:] + ["--n", "10"], capsys)
     assert code == 2 and "did you mean 'synther'" in err
     not_a_model = tmp_path / "policy.d3"
     not_a_model.write_text("not a model")
-    code, _, err = _run(["generate", "rollout", *base[2:], "--n", "10", "--policy", str(not_a_model)],
+    code, _, err = run_cli(["generate", "rollout", *base[2:], "--n", "10", "--policy", str(not_a_model)],
                         capsys)
     assert code == 2 and "not a d3rlpy model" in err
     assert not out.exists()
@@ -93,19 +83,19 @@ def test_policy_that_does_not_fit_and_existing_store(tiny_npz, tmp_path, capsys)
     small = OfflineDataset(name="small", episodes=(ep,), env_id=None)
     make_learner("td3bc", small, seed=0).save(str(other))  # 2-dim observations, 2-dim actions
     out = tmp_path / "r.zarr"
-    code, _, err = _run(["generate", "rollout", "--dataset", str(tiny_npz), "--n", "10", "--out", str(out),
+    code, _, err = run_cli(["generate", "rollout", "--dataset", str(tiny_npz), "--n", "10", "--out", str(out),
                          "--policy", str(other), "--profile", "smoke", "--quiet"], capsys)
     assert code == 2 and "2-dim observations" in err and "11/3" in err
     assert not out.exists()
     out.mkdir()
-    code, _, err = _run(["generate", "synther", "--dataset", str(tiny_npz), "--n", "10", "--out", str(out),
+    code, _, err = run_cli(["generate", "synther", "--dataset", str(tiny_npz), "--n", "10", "--out", str(out),
                          "--profile", "smoke", "--quiet"], capsys)
     assert code == 2 and "already exists" in err and "--overwrite" in err
 
 
 def test_generate_writes_n_transitions_and_prints_the_table(tiny_npz, tmp_path, capsys) -> None:
     out = tmp_path / "syn.zarr"
-    code, stdout, _ = _run(["generate", "synther", "--dataset", str(tiny_npz), "--n", "123", "--out",
+    code, stdout, _ = run_cli(["generate", "synther", "--dataset", str(tiny_npz), "--n", "123", "--out",
                             str(out), "--profile", "smoke", "-o", "N=4", "--quiet"], capsys)
     assert code == 0, stdout
     for word in ("rows", "trajectories", "wall s", "transitions/s", "transitions/CPU-s"):
@@ -115,7 +105,7 @@ def test_generate_writes_n_transitions_and_prints_the_table(tiny_npz, tmp_path, 
         assert store.attrs["generator_config"]["num_steps"] == 4
         assert store.attrs["generation"]["rows"] == 123
     # --overwrite replaces it
-    code, _, _ = _run(["generate", "synther", "--dataset", str(tiny_npz), "--n", "7", "--out", str(out),
+    code, _, _ = run_cli(["generate", "synther", "--dataset", str(tiny_npz), "--n", "7", "--out", str(out),
                        "--profile", "smoke", "--overwrite", "--quiet"], capsys)
     assert code == 0
     with ReplayStore.open(out) as store:

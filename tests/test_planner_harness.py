@@ -19,9 +19,9 @@ from augment.planners.base import (
     registered_planners,
 )
 from baselines.evaluate import episode_seed, evaluate
-from cli import main
 from stores.errors import UserInputError
 from tests.baselines_data import hopper_random_dataset
+from tests.cli_helpers import run_cli
 
 
 class RecordingPolicy:
@@ -121,26 +121,19 @@ def test_every_planner_is_a_compare_arm() -> None:
         resolve_arm("dmemm:lambda_trr=1")
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     from stores.sources import write_npz
 
-    code, err = _run(["plan", "dmem", "--dataset", "hopper-medium-replay", "--profile", "smoke"], capsys)
+    code, _, err = run_cli(["plan", "dmem", "--dataset", "hopper-medium-replay", "--profile", "smoke"],
+                           capsys)
     assert code == 2 and "did you mean 'dmemm'" in err and len(err.strip().splitlines()) == 1
-    code, err = _run(["plan", "dmemm", "--dataset", "hopper-medium-replay", "--profile", "smok"], capsys)
+    code, _, err = run_cli(["plan", "dmemm", "--dataset", "hopper-medium-replay", "--profile", "smok"],
+                           capsys)
     assert code == 2 and "did you mean 'smoke'" in err and len(err.strip().splitlines()) == 1
     path = write_npz(hopper_random_dataset(episodes=2, seed=1, max_steps=20), tmp_path / "hopper.npz")
-    code, err = _run(["plan", "dmemm", "--dataset", str(path), "--profile", "smoke", "--env",
-                      "HalfCheetah-v5", "--quiet"], capsys)
+    code, _, err = run_cli(["plan", "dmemm", "--dataset", str(path), "--profile", "smoke", "--env",
+                            "HalfCheetah-v5", "--quiet"], capsys)
     assert code == 2 and "HalfCheetah-v5 needs 17/6" in err and len(err.strip().splitlines()) == 1
-    code, err = _run(["plan", "dmemm", "--dataset", str(path), "--profile", "smoke", "--set", "lambda_tr=x",
-                      "--quiet"], capsys)
+    code, _, err = run_cli(["plan", "dmemm", "--dataset", str(path), "--profile", "smoke", "--set",
+                            "lambda_tr=x", "--quiet"], capsys)
     assert code == 2 and "lambda_tr=x" in err

@@ -31,12 +31,13 @@ from augment.planners.td_math import (
 from augment.planners.trajectory_diffuser import TDConfig, TrajectoryDiffuserPlanner
 from baselines.evaluate import evaluate
 from stores.errors import UserInputError
-from tests.baselines_data import hopper_random_dataset
+from tests.baselines_data import hopper_random_dataset, planner_dataset
+from tests.cli_helpers import run_cli
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return hopper_random_dataset(episodes=12, seed=3, max_steps=60)
+    return planner_dataset()
 
 
 @pytest.fixture(scope="module")
@@ -342,17 +343,6 @@ def test_fit_is_cached_and_acting_settings_reuse_it(planner, dataset) -> None:
         planner.reset(1)
 
 
-def _run(argv, capsys):
-    from cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
 def test_bad_input_is_one_line(tmp_path, dataset, capsys) -> None:
     from stores.sources import write_npz
 
@@ -361,13 +351,13 @@ def test_bad_input_is_one_line(tmp_path, dataset, capsys) -> None:
                         ("n_refine_steps=200", "n_refine_steps must lie in"),
                         ("variance=wide", "variance must be one of")):
         argv = ["plan", "td", "--dataset", str(path), "--profile", "smoke", "--set", bad, "--quiet"]
-        code, err = _run(argv, capsys)
+        code, _, err = run_cli(argv, capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
-    code, err = _run(["plan", "td", "--dataset", str(path), "--profile", "smoke", "--target-rtg", "lots",
-                      "--quiet"], capsys)
+    code, _, err = run_cli(["plan", "td", "--dataset", str(path), "--profile", "smoke", "--target-rtg",
+                            "lots", "--quiet"], capsys)
     assert code == 2 and "target_rtg must be a number" in err and len(err.strip().splitlines()) == 1, err
-    code, err = _run(["plan", "td", "--dataset", str(path), "--profile", "smoke", "--variant", "no-refin",
-                      "--quiet"], capsys)
+    code, _, err = run_cli(["plan", "td", "--dataset", str(path), "--profile", "smoke", "--variant",
+                            "no-refin", "--quiet"], capsys)
     assert code == 2 and "did you mean 'no-refine'" in err
     from baselines.compare import resolve_arm
 

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from augment.cache import load_or_train
 from augment.diffusion import edm
+from augment.diffusion.model_dir import load_weights, read_config, read_meta, write_model_dir
+from augment.diffusion.training import cpu_state, fit_edm, resolve_device
 from augment.diffusion.windows import WindowIndex, build_windows, condition_mask, pack, to_relative
 from augment.nn.unet import TemporalUNet, count_parameters
 from augment.profiles import by_profile, resolve_profile
@@ -210,13 +212,6 @@ def sdedit_schedule(t: list[float], gammas: list[float], start_sigma: float,
     return list(t[i0:]), list(gammas[i0:])
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_network(config: TrajectoryDiffusionConfig, channels: int) -> TemporalUNet:
     """The U-Net F for ``channels`` = obs+act, initialised from ``config.seed`` (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -351,15 +346,9 @@ class TrajectoryDiffusion:
 
     def save(self, directory: str | Path) -> Path:
         """Write config.json, meta.json (normaliser, sizes, training record) and model.pt to ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
         meta = dict(self.meta, obs_dim=self.obs_dim, act_dim=self.act_dim,
                     normalizer=self.normalizer.to_json())
-        (directory / "meta.json").write_text(json.dumps(meta, indent=2))
-        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
-        torch.save(state, directory / "model.pt")
-        return directory
+        return write_model_dir(directory, self.config.to_json(), meta, self.network)
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> TrajectoryDiffusion:
@@ -367,14 +356,13 @@ class TrajectoryDiffusion:
         directory = Path(directory)
         if not (directory / "model.pt").exists():
             raise UserInputError(f"no trajectory diffusion model in {directory} (expected model.pt there)")
-        config = TrajectoryDiffusionConfig.from_json(json.loads((directory / "config.json").read_text()))
+        config = TrajectoryDiffusionConfig.from_json(read_config(directory))
         if device is not None:
             config = replace(config, device=device)
-        meta = json.loads((directory / "meta.json").read_text())
+        meta = read_meta(directory)
         obs_dim, act_dim = int(meta.pop("obs_dim")), int(meta.pop("act_dim"))
         normalizer = Normalizer.from_json(meta.pop("normalizer"))
-        network = build_network(config, obs_dim + act_dim)
-        network.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
+        network = load_weights(build_network(config, obs_dim + act_dim), directory)
         return cls(config, network, normalizer, obs_dim, act_dim, meta)
 
 
@@ -441,55 +429,31 @@ def train_denoiser(network: TemporalUNet, windows: WindowIndex, config: Trajecto
     obs_dim = windows.obs_dim
     channels = network.channels
     cond = torch.as_tensor(condition_mask(config.horizon, obs_dim, channels - obs_dim).T, device=device)[None]
-    sd = config.edm.sigma_data
     start = time.perf_counter()
-    bar = tqdm(range(first_step, config.train_steps), desc="diffusion (Eq. 4)", unit="step",
-               disable=not progress, leave=False)
-    for step in bar:
+
+    def batch(step: int) -> tuple[Tensor, Tensor, Tensor]:
         idx = rng.integers(0, len(windows), size=config.batch_size)
         x_np, valid_np = windows.gather(idx)
         if config.relative_states:
             x_np = to_relative(x_np, obs_dim, valid_np)
         y = torch.as_tensor(x_np, device=device).transpose(1, 2).contiguous()  # (B, C, L+1)
         valid = torch.as_tensor(valid_np, device=device)[:, None, :]  # (B, 1, L+1)
-        sigma = edm.sample_sigma(y.shape[0], config.edm.p_mean, config.edm.p_std, gen, device)
-        noise = torch.randn(y.shape, generator=gen, device=device) * sigma[:, None, None]
-        noisy = torch.where(cond, y, y + noise)
-        denoised = edm.precondition(network, noisy, sigma, sd)
-        covered = loss_mask(cond, obs_dim, valid if config.mask_padding else None)
-        loss = edm.edm_loss(denoised, y, sigma, sd, covered)
-        for group in opt.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-        opt.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pn in zip(ema.parameters(), network.parameters(), strict=True):
-                pe.lerp_(pn, 1.0 - decay)
-            for be, bn in zip(ema.buffers(), network.buffers(), strict=True):
-                be.copy_(bn)
-        value = float(loss.detach())
-        running = value if math.isnan(running) else 0.98 * running + 0.02 * value
-        if step % 50 == 0 or step == config.train_steps - 1:
-            history.append((step, running))
-            bar.set_postfix(loss=f"{running:.4f}")
-    bar.close()
+        return y, loss_mask(cond, obs_dim, valid if config.mask_padding else None), cond
+
+    history, running = fit_edm(
+        network, ema, opt, batch, config.edm, gen, first_step=first_step, train_steps=config.train_steps,
+        lr_at=lambda step: config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1)),
+        grad_clip=config.grad_clip if config.grad_clip > 0 else None, ema_decay=config.ema_decay,
+        copy_buffers=True, history=history, running=running, desc="diffusion (Eq. 4)", progress=progress)
     seconds = seconds_before + time.perf_counter() - start
     record = {"train_seconds": seconds, "final_loss": running,
               "loss_history": history, "parameters": count_parameters(network), "windows": len(windows),
               "resumed_from_step": first_step}
-    state = {"step": config.train_steps, "network": _cpu_state(network), "ema": _cpu_state(ema),
+    state = {"step": config.train_steps, "network": cpu_state(network), "ema": cpu_state(ema),
              "optimizer": opt.state_dict(), "torch_generator": gen.get_state(),
              "numpy_rng": rng.bit_generator.state, "loss_history": list(history), "running_loss": running,
              "train_seconds": seconds}
     return ema, record, state
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def cache_dir(dataset: OfflineDataset, config: TrajectoryDiffusionConfig) -> Path:

@@ -20,10 +20,10 @@ synther (CPU seconds of the store and its model), ``wall_time.generate`` in resu
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
+from augment.arm_options import options_arm, parse_options
 from baselines.compare import Arm, RunRequest, register_arm
 from stores.errors import UserInputError
 
@@ -41,30 +41,6 @@ ROLLOUT_OPTIONS: dict[str, tuple[str, type]] = {
     "interval": ("rollout_interval", int), "rollout_interval": ("rollout_interval", int),
     "ratio": ("real_ratio", float), "real_ratio": ("real_ratio", float),
 }
-
-
-def parse_options(arm: str, arg: str | None, table: dict[str, tuple[str, type]]) -> dict[str, Any]:
-    """``"h=3,lambda=1"`` -> ``{"horizon": 3, "penalty": 1.0}`` with the arm's key table."""
-    options: dict[str, Any] = {}
-    for item in (arg or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in table:
-            raise UserInputError(f"{arm} arm option '{item}' is not KEY=VALUE with KEY one of "
-                                 f"{', '.join(table)} (e.g. {arm}:{next(iter(table))}=...)")
-        field_name, kind = table[key]
-        try:
-            options[field_name] = kind(value.strip())
-        except ValueError as exc:
-            raise UserInputError(f"{arm} arm option {key} needs a {kind.__name__}, got '{value}'") from exc
-    return options
-
-
-def _arm_name(prefix: str, arg: str | None) -> str:
-    items = [item.strip().replace(" ", "") for item in (arg or "").split(",") if item.strip()]
-    return prefix if not items else f"{prefix}:{','.join(items)}"
 
 
 def _train_config(request: RunRequest, **fields: Any) -> Any:
@@ -133,9 +109,7 @@ def synther_request(request: RunRequest, *, options: tuple[tuple[str, Any], ...]
 
 
 def _synther_arm(arg: str | None) -> Arm:
-    options = parse_options("synther", arg, SYNTHER_OPTIONS)
-    return Arm(_arm_name("synther", arg), functools.partial(synther_request,
-                                                            options=tuple(sorted(options.items()))))
+    return options_arm("synther", arg, parse_options("synther", arg, SYNTHER_OPTIONS), synther_request)
 
 
 # ------------------------------------------------------------------------------------------- rollout
@@ -167,9 +141,7 @@ def rollout_request(request: RunRequest, *, options: tuple[tuple[str, Any], ...]
 
 
 def _rollout_arm(arg: str | None) -> Arm:
-    options = parse_options("rollout", arg, ROLLOUT_OPTIONS)
-    return Arm(_arm_name("rollout", arg), functools.partial(rollout_request,
-                                                            options=tuple(sorted(options.items()))))
+    return options_arm("rollout", arg, parse_options("rollout", arg, ROLLOUT_OPTIONS), rollout_request)
 
 
 register_arm("synther", _synther_arm)

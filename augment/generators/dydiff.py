@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from augment.profiles import by_profile, resolve_profile
-from stores.errors import UserInputError
+from stores.errors import UserInputError, check_settings
 from stores.schema import OfflineDataset, TrajectoryBatch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,9 +145,7 @@ class DyDiffConfig:
              f"--sdedit-sigma must be > 0 or unset (got {self.sdedit_sigma})"),
             (self.max_synthetic >= 1, f"synthetic buffer must be >= 1 (got {self.max_synthetic})"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(message)
+        check_settings(checks)
 
     @property
     def kept_per_round(self) -> int:
@@ -375,6 +373,35 @@ def mask_padding(observations: np.ndarray, actions: np.ndarray, rewards: np.ndar
             np.where(step_valid, rewards, 0.0).astype(np.float32))
 
 
+def finite_rows(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """(B,) bool: rows whose states (B, L+1, obs), actions (B, L, act) and rewards (B, L) are all finite."""
+    return (np.isfinite(states).all(axis=(1, 2)) & np.isfinite(actions).all(axis=(1, 2))
+            & np.isfinite(rewards).all(axis=1))
+
+
+def kept_batch(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, flags: np.ndarray,
+               keep: np.ndarray, *, generator: str, round: int, learner_step: int,
+               filter_score: np.ndarray | Callable[[np.ndarray], np.ndarray],
+               start_index: np.ndarray) -> TrajectoryBatch:
+    """The rows ``keep`` (K,) of a round as a validated :class:`TrajectoryBatch`: each cut at its first
+    terminal (:func:`truncate_at_terminals` on flags (B, L)) with the padding zeroed (:func:`mask_padding`).
+
+    states (B, L+1, obs), actions (B, L, act), rewards (B, L): the whole round; filter_score: (K,) float32,
+    or a function of the kept rows' lengths (K,) that returns it; start_index: (K,) of the kept rows.
+    """
+    lengths, terminals = truncate_at_terminals(flags[keep])
+    obs_k, act_k, rew_k = mask_padding(states[keep], actions[keep], rewards[keep], lengths)
+    k = keep.shape[0]
+    score = filter_score(lengths) if callable(filter_score) else filter_score
+    batch = TrajectoryBatch(
+        observations=obs_k, actions=act_k, rewards=rew_k, terminals=terminals, lengths=lengths,
+        generator=generator, round=np.full(k, round, dtype=np.int64),
+        learner_step=np.full(k, learner_step, dtype=np.int64), filter_score=score, start_index=start_index)
+    if k:
+        batch.validate()
+    return batch
+
+
 def select_trajectories(scores: np.ndarray, kind: str, eta: float, temperature: float,
                         rng: np.random.Generator) -> np.ndarray:
     """Indices (K,) int64 kept by the ``hardmax`` / ``softmax`` filter (section 4.2), K = floor(eta*B).
@@ -572,23 +599,15 @@ class DyDiffGenerator:
         flags = np.asarray(self.world.is_terminal(states[:, 1:].reshape(b * length, obs_size)),
                            dtype=bool).reshape(b, length)
         scores = trajectory_scores(rewards)
-        finite_rows = (np.isfinite(states).all(axis=(1, 2)) & np.isfinite(actions).all(axis=(1, 2))
-                       & np.isfinite(rewards).all(axis=1))
-        scores = np.where(finite_rows, scores, -np.inf)
-        stats.nonfinite = int((~finite_rows).sum())
+        finite = finite_rows(states, actions, rewards)
+        scores = np.where(finite, scores, -np.inf)
+        stats.nonfinite = int((~finite).sum())
         keep = select_trajectories(scores, cfg.filter, cfg.eta, cfg.temperature, rng)
-        lengths, terminals = truncate_at_terminals(flags[keep])
-        obs_k, act_k, rew_k = mask_padding(states[keep], actions[keep], rewards[keep], lengths)
-        k = keep.shape[0]
-        batch = TrajectoryBatch(
-            observations=obs_k, actions=act_k, rewards=rew_k, terminals=terminals, lengths=lengths,
-            generator=self.name, round=np.full(k, round, dtype=np.int64),
-            learner_step=np.full(k, learner_step, dtype=np.int64),
-            filter_score=scores[keep].astype(np.float32), start_index=start_index[keep])
-        if k:
-            batch.validate()
-        stats.kept, stats.transitions = k, batch.num_transitions
-        stats.terminated = int(terminals.any(axis=1).sum())
+        batch = kept_batch(states, actions, rewards, flags, keep, generator=self.name, round=round,
+                           learner_step=learner_step, filter_score=scores[keep].astype(np.float32),
+                           start_index=start_index[keep])
+        stats.kept, stats.transitions = batch.batch_size, batch.num_transitions
+        stats.terminated = int(batch.terminals.any(axis=1).sum())
         stats.seconds = {"rollout": t1 - t0, "score_filter": time.perf_counter() - t1}
         self.last_round = stats
         return batch

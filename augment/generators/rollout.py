@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from augment.generators.dydiff import DyDiffConfig, mask_padding, policy_actions, truncate_at_terminals
+from augment.generators.dydiff import DyDiffConfig, finite_rows, kept_batch, policy_actions
 from augment.profiles import resolve_profile
-from stores.errors import UserInputError
+from stores.errors import UserInputError, check_settings
 from stores.schema import OfflineDataset, TrajectoryBatch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,9 +69,7 @@ class RolloutConfig:
             (self.rollout_interval >= 1, f"rollout interval must be >= 1 (got {self.rollout_interval})"),
             (0.0 <= self.real_ratio <= 1.0, f"real ratio must lie in [0, 1] (got {self.real_ratio})"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(message)
+        check_settings(checks)
 
     @classmethod
     def for_profile(cls, profile: str | None, dataset_name: str = "", **overrides: Any) -> RolloutConfig:
@@ -236,26 +234,20 @@ class RolloutGenerator:
         states, actions, rewards, uncert, flags = model_rollout(
             self._start_states[start_index], policy, self.world, cfg.horizon, rng, penalty=cfg.penalty,
             deterministic=cfg.deterministic)
-        finite = (np.isfinite(states).all(axis=(1, 2)) & np.isfinite(actions).all(axis=(1, 2))
-                  & np.isfinite(rewards).all(axis=1))
-        keep = np.flatnonzero(finite)
-        lengths, terminals = truncate_at_terminals(flags[keep])
-        obs_k, act_k, rew_k = mask_padding(states[keep], actions[keep], rewards[keep], lengths)
-        valid = np.arange(cfg.horizon)[None, :] < lengths[:, None]
-        score = (np.where(valid, uncert[keep], 0.0).sum(axis=1) / lengths).astype(np.float32)
-        if cfg.penalty <= 0.0:
-            score = np.full(keep.size, np.nan, np.float32)
+        keep = np.flatnonzero(finite_rows(states, actions, rewards))
+
+        def mean_uncertainty(lengths: np.ndarray) -> np.ndarray:  # over each kept row's real steps
+            valid = np.arange(cfg.horizon)[None, :] < lengths[:, None]
+            score = (np.where(valid, uncert[keep], 0.0).sum(axis=1) / lengths).astype(np.float32)
+            return score if cfg.penalty > 0.0 else np.full(keep.size, np.nan, np.float32)
+
+        batch = kept_batch(states, actions, rewards, flags, keep, generator=self.name, round=round,
+                           learner_step=learner_step, filter_score=mean_uncertainty,
+                           start_index=start_index[keep])
         k = keep.size
-        batch = TrajectoryBatch(
-            observations=obs_k, actions=act_k, rewards=rew_k, terminals=terminals, lengths=lengths,
-            generator=self.name, round=np.full(k, round, np.int64),
-            learner_step=np.full(k, learner_step, np.int64),
-            filter_score=score, start_index=start_index[keep])
-        if k:
-            batch.validate()
         self.last_round = {"generated": int(n), "kept": int(k), "nonfinite": int(n - k),
                            "transitions": batch.num_transitions,
-                           "terminated": int(terminals.any(axis=1).sum()),
+                           "terminated": int(batch.terminals.any(axis=1).sum()),
                            "mean_uncertainty": float(uncert.mean()) if cfg.penalty > 0 else None,
                            "seconds": time.perf_counter() - t0}
         return batch

@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from augment.cache import load_or_train
 from augment.diffusion import edm
+from augment.diffusion.model_dir import load_weights, read_config, read_meta, write_model_dir
+from augment.diffusion.training import fit_edm, resolve_device
 from augment.nn.residual import ResidualMLP
 from augment.profiles import by_profile, resolve_profile
-from stores.errors import UserInputError
+from stores.errors import UserInputError, check_settings
 from stores.paths import augment_home
 from stores.schema import OfflineDataset, TrajectoryBatch
 
@@ -108,9 +109,7 @@ class SynthERConfig:
             (self.sample_batch >= 1, f"sample_batch must be >= 1 (got {self.sample_batch})"),
             (self.edm.num_steps >= 1, f"Heun steps N must be >= 1 (got {self.edm.num_steps})"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(message)
+        check_settings(checks)
 
     @classmethod
     def for_profile(cls, profile: str | None, dataset_name: str = "", **overrides: Any) -> SynthERConfig:
@@ -232,13 +231,6 @@ def dataset_rows(dataset: OfflineDataset) -> np.ndarray:
 # the model
 # ----------------------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_denoiser(config: SynthERConfig, features: int) -> ResidualMLP:
     """The residual MLP F for D = ``features``, initialised from ``config.seed`` (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -312,15 +304,10 @@ class SynthERModel:
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """config.json, meta.json (normaliser, sizes, action range, training record), model.pt."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
         meta = dict(self.meta, obs_dim=self.obs_dim, act_dim=self.act_dim,
                     normalizer=self.normalizer.to_json(), act_low=self.act_low.tolist(),
                     act_high=self.act_high.tolist())
-        (d / "meta.json").write_text(json.dumps(meta, indent=2))
-        torch.save({k: v.detach().cpu() for k, v in self.network.state_dict().items()}, d / "model.pt")
-        return d
+        return write_model_dir(directory, self.config.to_json(), meta, self.network)
 
     @classmethod
     def load(cls, directory: str | Path, *, config: SynthERConfig | None = None) -> SynthERModel:
@@ -328,17 +315,16 @@ class SynthERModel:
         d = Path(directory)
         if not (d / "model.pt").is_file():
             raise UserInputError(f"no SynthER model in {d} (expected model.pt); train one with fit_synther")
-        saved = SynthERConfig.from_json(json.loads((d / "config.json").read_text()))
+        saved = SynthERConfig.from_json(read_config(d))
         if config is not None:
             if config.config_hash() != saved.config_hash():
                 raise UserInputError(f"the SynthER model in {d} was trained with other settings")
             saved = config
-        meta = json.loads((d / "meta.json").read_text())
+        meta = read_meta(d)
         obs_dim, act_dim = int(meta.pop("obs_dim")), int(meta.pop("act_dim"))
         normalizer = FeatureNormalizer.from_json(meta.pop("normalizer"))
         low, high = meta.pop("act_low"), meta.pop("act_high")
-        network = build_denoiser(saved, feature_size(obs_dim, act_dim))
-        network.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
+        network = load_weights(build_denoiser(saved, feature_size(obs_dim, act_dim)), d)
         return cls(saved, network, normalizer, obs_dim, act_dim, np.asarray(low), np.asarray(high), meta)
 
 
@@ -362,35 +348,18 @@ def train_synther(dataset: OfflineDataset, config: SynthERConfig, *, progress: b
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    p, history, running = config.edm, [], math.nan
     start = time.perf_counter()
-    bar = tqdm(range(config.train_steps), desc="SynthER denoiser", unit="step", disable=not progress,
-               leave=False)
     ones = torch.ones((1, raw.shape[1]), dtype=torch.bool, device=device)
-    for step in bar:
+
+    def batch(step: int) -> tuple[Tensor, Tensor, None]:
         idx = torch.as_tensor(rng.integers(0, data.shape[0], size=config.batch_size), device=device)
-        y = data[idx]
-        sigma = edm.sample_sigma(y.shape[0], p.p_mean, p.p_std, gen, device)
-        noisy = y + torch.randn(y.shape, generator=gen, device=device) * sigma[:, None]
-        denoised = edm.precondition(network, noisy, sigma, p.sigma_data)
-        loss = edm.edm_loss(denoised, y, sigma, p.sigma_data, ones)
-        for group in opt.param_groups:
-            group["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / max(config.train_steps, 1)))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-        opt.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pn in zip(ema.parameters(), network.parameters(), strict=True):
-                pe.lerp_(pn, 1.0 - decay)
-        value = float(loss.detach())
-        running = value if math.isnan(running) else 0.98 * running + 0.02 * value
-        if step % 50 == 0 or step == config.train_steps - 1:
-            history.append((step, running))
-            bar.set_postfix(loss=f"{running:.4f}")
-    bar.close()
+        return data[idx], ones, None
+
+    history, running = fit_edm(
+        network, ema, opt, batch, config.edm, gen, first_step=0, train_steps=config.train_steps,
+        lr_at=lambda step: 0.5 * config.lr * (1.0 + math.cos(math.pi * step / max(config.train_steps, 1))),
+        grad_clip=config.grad_clip if config.grad_clip > 0 else None, ema_decay=config.ema_decay,
+        desc="SynthER denoiser", progress=progress)
     tr = dataset.transitions
     meta = {"dataset": dataset.name, "dataset_hash": dataset.content_hash,
             "config_hash": config.config_hash(),

@@ -33,7 +33,7 @@ import torch
 from augment.diffusion import dpm_solver
 from augment.planners.base import Plan, Planner, PlannerConfig
 from augment.profiles import by_profile, resolve_profile
-from stores.errors import UserInputError
+from stores.errors import UserInputError, check_settings
 from stores.schema import OfflineDataset
 
 ACTORS: tuple[str, ...] = ("diffusion", "iql")
@@ -153,9 +153,7 @@ class AEPOConfig(PlannerConfig):
             (min(self.eps_batch, self.iql_batch, self.energy_batch, self.eps_width, self.eps_blocks) >= 1,
              "batch sizes and widths must be >= 1"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(f"aepo: {message}")
+        check_settings(checks, prefix="aepo: ")
 
     def provenance(self) -> dict[str, Any]:
         """What a store of AEPO data records: beta, omega, rescale, solver steps and the rest of acting."""

@@ -20,15 +20,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from augment.diffusion.dpm_solver import VPSchedule
+from augment.diffusion.training import fit_steps
 from augment.planners.aepo_critic import IQLCritic, iql_config, make_iql, train_iql
 from augment.planners.aepo_math import (
     SigmaTable,
@@ -133,6 +134,21 @@ def _ramp(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / max(1, warmup))
 
 
+def _adam_steps(net: torch.nn.Module, loss_of_batch: Callable[[], Tensor], *, steps: int, lr: float,
+                desc: str, progress: bool) -> tuple[float, list[tuple[int, float]]]:
+    """The loop both stages share: ``steps`` Adam steps on ``loss_of_batch()`` (a fresh batch each) in train
+    mode, lr with a linear warm-up over the first 1% of the steps, gradient norm clipped at 1; the loss
+    smoothed at rate 0.01 and recorded every 100 steps and at the last. Leaves ``net`` in eval mode;
+    returns (final running loss, history)."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    history, running = fit_steps(net, opt, lambda step: loss_of_batch(), first_step=0, train_steps=steps,
+                                 lr_at=lambda step: lr * _ramp(step, steps // 100), grad_clip=1.0, rate=0.01,
+                                 every=100, desc=desc, progress=progress)
+    net.eval()
+    return running, history
+
+
 def train_eps(net: StateEpsNet, s: Tensor, a0: Tensor, schedule: VPSchedule, *, steps: int, batch: int,
               lr: float, seed: int, progress: bool) -> dict[str, Any]:
     """Stage 1, Eq. 7: minimise ||eps_theta(s, alpha_t a_0 + sigma_t eps, t) - eps||^2 with t ~ U(t_min, 1).
@@ -141,34 +157,20 @@ def train_eps(net: StateEpsNet, s: Tensor, a0: Tensor, schedule: VPSchedule, *, 
     gradient norm clipped at 1. Returns a record (final running loss, seconds).
     """
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
     n = a0.shape[0]
-    running, t0 = math.nan, time.perf_counter()
-    history: list[tuple[int, float]] = []
-    bar = tqdm(range(int(steps)), desc="AEPO: eps_theta (Eq. 7)", unit="step", disable=not progress,
-               leave=False)
-    for step in bar:
+    t0 = time.perf_counter()
+
+    def loss_of_batch() -> Tensor:
         idx = torch.randint(0, n, (batch,), generator=gen)
         t = schedule.sample_t(batch, generator=gen)
         noise = torch.randn(batch, a0.shape[1], generator=gen)
         alpha = schedule.alpha(t).float()[:, None]
         sigma = schedule.sigma(t).float()[:, None]
         a_t = alpha * a0[idx] + sigma * noise
-        loss = ((net(s[idx], a_t, t.float()) - noise) ** 2).sum(dim=-1).mean()
-        for g in opt.param_groups:
-            g["lr"] = lr * _ramp(step, steps // 100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        value = float(loss.detach())
-        running = value if math.isnan(running) else 0.99 * running + 0.01 * value
-        if step % 100 == 0 or step == steps - 1:
-            history.append((step, running))
-            bar.set_postfix(loss=f"{running:.4f}")
-    bar.close()
-    net.eval()
+        return ((net(s[idx], a_t, t.float()) - noise) ** 2).sum(dim=-1).mean()
+
+    running, history = _adam_steps(net, loss_of_batch, steps=int(steps), lr=lr,
+                                   desc="AEPO: eps_theta (Eq. 7)", progress=progress)
     return {"steps": int(steps), "final_loss": running, "seconds": time.perf_counter() - t0,
             "loss_history": history}
 
@@ -221,31 +223,17 @@ def train_energy(models: AEPOModels, s_raw: Tensor, s_n: Tensor, a0: Tensor, *, 
     if not math.isfinite(scale) or scale < 1e-6:
         scale = 1.0
     net.set_output_affine(shift, scale)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
     obs_dim = s_n.shape[1]
     d = a0.shape[1]
-    running, t0 = math.nan, time.perf_counter()
-    history: list[tuple[int, float]] = []
-    bar = tqdm(range(int(steps)), desc="AEPO: energy E_Theta (Eq. 26)", unit="step", disable=not progress,
-               leave=False)
-    for step in bar:
+    t0 = time.perf_counter()
+
+    def loss_of_batch() -> Tensor:
         packed, target, _ = draw(batch)
         s_b, a_b, t_b = packed[:, :obs_dim], packed[:, obs_dim:obs_dim + d], packed[:, -1]
-        loss = ((net.raw(s_b, a_b, t_b) - (target - shift) / scale) ** 2).mean()
-        for g in opt.param_groups:
-            g["lr"] = lr * _ramp(step, steps // 100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        value = float(loss.detach())
-        running = value if math.isnan(running) else 0.99 * running + 0.01 * value
-        if step % 100 == 0 or step == steps - 1:
-            history.append((step, running))
-            bar.set_postfix(loss=f"{running:.4f}")
-    bar.close()
-    net.eval()
+        return ((net.raw(s_b, a_b, t_b) - (target - shift) / scale) ** 2).mean()
+
+    running, history = _adam_steps(net, loss_of_batch, steps=int(steps), lr=lr,
+                                   desc="AEPO: energy E_Theta (Eq. 26)", progress=progress)
     return {"steps": int(steps), "final_loss_standardised": running, "target_mean": shift,
             "target_std": scale, "seconds": time.perf_counter() - t0, "loss_history": history}
 

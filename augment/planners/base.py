@@ -535,7 +535,7 @@ class Planner(ABC):
                  round: int = 0, learner_step: int = 0) -> TrajectoryBatch:
         """``n`` plans from real start states, rewards from R-hat, cut at the first terminal (``policy``
         is ignored: the planner acts itself). ``rng`` draws the start states and the planning noise."""
-        from augment.generators.dydiff import mask_padding, truncate_at_terminals
+        from augment.generators.dydiff import finite_rows, kept_batch
 
         if self.start_states is None:
             raise UserInputError(f"planner '{self.name}': call fit(dataset) before generate()")
@@ -549,20 +549,11 @@ class Planner(ABC):
         b, length = actions.shape[:2]
         rewards = self.label_rewards(states, actions)
         flags = self.is_terminal(states[:, 1:].reshape(b * length, -1)).reshape(b, length)
-        finite = (np.isfinite(states).all(axis=(1, 2)) & np.isfinite(actions).all(axis=(1, 2))
-                  & np.isfinite(rewards).all(axis=1))
-        keep = np.flatnonzero(finite)
-        lengths, terminals = truncate_at_terminals(flags[keep])
-        obs_k, act_k, rew_k = mask_padding(states[keep], actions[keep], rewards[keep], lengths)
-        k = keep.size
-        batch = TrajectoryBatch(
-            observations=obs_k, actions=act_k, rewards=rew_k, terminals=terminals, lengths=lengths,
-            generator=self.name, round=np.full(k, round, dtype=np.int64),
-            learner_step=np.full(k, learner_step, dtype=np.int64),
-            filter_score=rewards[keep].sum(axis=1).astype(np.float32), start_index=start_index[keep])
-        if k:
-            batch.validate()
-        return batch
+        keep = np.flatnonzero(finite_rows(states, actions, rewards))
+        return kept_batch(states, actions, rewards, flags, keep, generator=self.name, round=round,
+                          learner_step=learner_step,
+                          filter_score=rewards[keep].sum(axis=1).astype(np.float32),
+                          start_index=start_index[keep])
 
     def save(self, directory: Path) -> None:
         """Write planner.json (name, config, sizes, env, training record) and the networks."""

@@ -56,8 +56,9 @@ def _overrides(variants: tuple[str, ...], sets: tuple[str, ...]) -> list[tuple[s
               help="Run directory [runs/plan-NAME-DATASET-PROFILE-sSEED].")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
 def plan_command(name: str, dataset: str, profile: str | None, seed: int, variants: tuple[str, ...],
-                 sets: tuple[str, ...], target_rtg: str | None, episodes: int | None, envs: int | None, max_steps: int | None,
-                 generate: int | None, env_id: str | None, out: Path | None, quiet: bool) -> None:
+                 sets: tuple[str, ...], target_rtg: str | None, episodes: int | None, envs: int | None,
+                 max_steps: int | None, generate: int | None, env_id: str | None, out: Path | None,
+                 quiet: bool) -> None:
     """Train diffusion planner NAME on DATASET (cached) and evaluate it as a policy.
 
     \b

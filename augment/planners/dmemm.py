@@ -38,7 +38,7 @@ from augment.planners.dmemm_math import (
     window_reward_sums,
 )
 from augment.profiles import by_profile, resolve_profile
-from stores.errors import UserInputError
+from stores.errors import UserInputError, check_settings
 from stores.schema import OfflineDataset
 
 Tensor = torch.Tensor
@@ -147,9 +147,7 @@ class DMEMMConfig(PlannerConfig):
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.plan_batch >= 1, f"plan_batch must be >= 1, got {self.plan_batch}"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(f"dmemm: {message}")
+        check_settings(checks, prefix="dmemm: ")
 
     @classmethod
     def for_profile(cls, profile: str) -> DMEMMConfig:

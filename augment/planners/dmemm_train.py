@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from augment.diffusion import ddpm
+from augment.diffusion.training import optimizer_step, record_due, smoothed, update_ema
 from augment.diffusion.windows import WindowIndex
 from augment.nn.unet import TemporalUNet, count_parameters
 from augment.planners.dmemm_math import reward_loss, transition_loss, window_columns
@@ -144,24 +145,15 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
             if cfg.lambda_rd > 0:
                 l_rd = reward_loss(s_hat, a_hat, reward_fn, av_t)
                 loss = loss + cfg.lambda_rd * l_rd
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pn in zip(ema.parameters(), network.parameters(), strict=True):
-                pe.lerp_(pn, 1.0 - decay)
+        optimizer_step(opt, network.parameters(), loss,
+                       cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1)), cfg.grad_clip)
+        update_ema(ema, network, step, cfg.ema_decay)
         values = {"loss": float(loss.detach()), "l_wdiff": float(l_wdiff.detach()),
                   "l_tr": float(l_tr.detach()), "l_rd": float(l_rd.detach()), "weight": float(w.mean()),
                   "tau0_abs": tau0_abs}
         for key, v in values.items():
-            r = running[key]
-            running[key] = v if math.isnan(r) else 0.98 * r + 0.02 * v
-        if step % 50 == 0 or step == cfg.train_steps - 1:
+            running[key] = smoothed(running[key], v, 0.02)
+        if record_due(step, cfg.train_steps, 50):
             history.append({"step": step, **running})
             bar.set_postfix(loss=f"{running['loss']:.4g}", tr=f"{running['l_tr']:.3g}")
     bar.close()

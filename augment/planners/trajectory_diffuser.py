@@ -48,7 +48,7 @@ from augment.planners.td_math import (
     table_a6,
 )
 from augment.profiles import by_profile, resolve_profile
-from stores.errors import UserInputError
+from stores.errors import UserInputError, check_settings
 from stores.schema import OfflineDataset
 
 Tensor = torch.Tensor
@@ -190,9 +190,7 @@ class TDConfig(PlannerConfig):
             (self.critic_temperature > 0, f"critic_temperature must be > 0, got {self.critic_temperature}"),
             (self.chain_plans >= 1 and self.plan_batch >= 1, "chain_plans and plan_batch must be >= 1"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(f"td: {message}")
+        check_settings(checks, prefix="td: ")
 
     def provenance(self) -> dict[str, Any]:
         """The acting settings a store of TD data records."""
