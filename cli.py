@@ -66,8 +66,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     _silence_gym_banner()
-    rooms = ("stores.dataset_commands", "stores.store_commands", "baselines.commands", "baselines.sweep_commands",
-             "augment.commands", "augment.generators.commands", "augment.planners.commands")
+    rooms = ("stores.dataset_commands", "stores.store_commands", "baselines.commands",
+             "baselines.sweep_commands", "augment.commands", "augment.generators.commands",
+             "augment.planners.commands")
     for module_name in rooms:
         try:
             module = __import__(module_name, fromlist=["register"])
@@ -89,13 +90,25 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.UsageError as exc:  # bad option values: one line, like every other user error
+        ctx = exc.ctx
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
         sys.exit(exc.exit_code)
-    except (UserInputError, FileNotFoundError) as exc:
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except UserInputError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # the disk refused (full, read-only, permission, missing path): one line
+        from stores.guards import os_error_line
+
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {os_error_line(exc, action='access')}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -54,7 +54,8 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--device", default="cpu:0", show_default=True, help="torch device for d3rlpy.")
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path),
               help="Run directory [runs/<policy>-<dataset>-seed<S>]; an unfinished one is resumed.")
-@click.option("--overwrite", is_flag=True, help="Delete --out first instead of resuming it.")
+@click.option("--overwrite", is_flag=True, help="Delete --out first instead of resuming it (only a run "
+                                                "directory augment made, never while a run uses it).")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
 def train_cmd(learner: str, dataset: str, synthetic_store: Path | None, real_ratio: float | None,
               steps: int | None, eval_every: int | None, eval_episodes: int | None,
@@ -67,6 +68,7 @@ def train_cmd(learner: str, dataset: str, synthetic_store: Path | None, real_rat
     from augment.profiles import resolve_profile
     from baselines.compare import load_synthetic_store
     from baselines.loop import TrainConfig, train
+    from baselines.preflight import check_device, check_run_dir, check_train_inputs
     from stores.datasets import load_dataset
 
     profile = resolve_profile(profile)
@@ -74,11 +76,20 @@ def train_cmd(learner: str, dataset: str, synthetic_store: Path | None, real_rat
         profile, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, seed=seed,
         real_ratio=real_ratio, checkpoint_every=checkpoint_every, batch_size=batch_size, device=device,
         eval_env=eval_env)
-    _echo_profile(profile, config.scaled_summary(), quiet)
+    config.validate()
+    run_dir = out or Path("runs") / f"{learner}-{Path(dataset).stem}-seed{seed}"
+    check_run_dir(run_dir, overwrite=overwrite)  # the cheap checks before a dataset is loaded or built
+    check_device(device)
     data = load_dataset(dataset, profile=profile, progress=not quiet)
     synthetic = load_synthetic_store(synthetic_store) if synthetic_store is not None else None
-    run_dir = out or Path("runs") / f"{learner}-{Path(dataset).stem}-seed{seed}"
+    check_train_inputs(data, config, run_dir, overwrite=overwrite, synthetic=synthetic)
+    _echo_profile(profile, config.scaled_summary(), quiet)  # banners only once the run can start
     extra = {"synthetic_store": str(synthetic_store)} if synthetic_store is not None else None
+    if data.env_id is None and eval_env is None:  # env-less data: train and save, no online evaluation
+        extra = {**(extra or {}), "model_diagnostics": _store_diagnostics(synthetic_store)}
+        if not quiet:
+            click.echo(f"dataset '{data.name}' names no environment: online evaluation skipped (pass --env "
+                       "to evaluate); offline diagnostics go to results.json", err=True)
     r = train(data, learner, config, run_dir, progress=not quiet, synthetic=synthetic, overwrite=overwrite,
               extra_config=extra)
     t = r.times
@@ -89,6 +100,16 @@ def train_cmd(learner: str, dataset: str, synthetic_store: Path | None, real_rat
     click.echo(f"wall time          {_fmt(t['total'])} s  (update {_fmt(t['update'])}, evaluate "
                f"{_fmt(t['evaluate'])}, generate {_fmt(t['generate'])}; "
                f"{_fmt(r.updates_per_s, 0)} updates/s)")
+
+
+def _store_diagnostics(path: Path | None) -> dict | None:
+    """The model diagnostics a synthetic store recorded (``augment generate`` writes them), or None."""
+    if path is None:
+        return None
+    from stores.replay import ReplayStore
+
+    with ReplayStore.open(path) as store:
+        return store.attrs.get("model_diagnostics")
 
 
 def _parse_runs(items: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -116,7 +137,8 @@ def _parse_runs(items: tuple[str, ...]) -> dict[str, list[Path]]:
 @click.option("--real-ratio", type=float, default=None, help="alpha for synthetic arms [0.6].")
 @click.option("--metric", type=click.Choice(["last5", "final"]), default="last5", show_default=True,
               help="Per-seed score: mean of the last 5 evaluations, or the last one.")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Seeds run in parallel processes.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds run in parallel processes.")
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path),
               help="Output folder [runs/compare-<policy>-<dataset>]; finished runs in it are reused.")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
@@ -128,7 +150,7 @@ def compare_cmd(learner: str, dataset: str, arms: tuple[str, ...], runs: tuple[s
     compare.csv, compare.json, curves.png and finals.png.
     """
     from augment.profiles import resolve_profile
-    from baselines.compare import compare
+    from baselines.compare import compare, resolve_arm
     from baselines.loop import TrainConfig
     from stores.datasets import load_dataset
 
@@ -136,13 +158,18 @@ def compare_cmd(learner: str, dataset: str, arms: tuple[str, ...], runs: tuple[s
     overrides = {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes,
                  "real_ratio": real_ratio}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    _echo_profile(profile, TrainConfig.for_profile(profile, **overrides).scaled_summary(), quiet)
+    config = TrainConfig.for_profile(profile, **overrides)
+    config.validate()
     existing = _parse_runs(runs)
+    seed_list = _parse_seeds(seeds)
     arm_specs = list(arms) or ([] if existing else ["base"])
+    for spec in arm_specs:
+        resolve_arm(spec)  # unknown arms fail before anything is built or printed
     if arm_specs:
         load_dataset(dataset, profile=profile, progress=not quiet)  # build once before any worker starts
+    _echo_profile(profile, config.scaled_summary(), quiet)
     out_dir = out or Path("runs") / f"compare-{learner}-{Path(dataset).stem}"
-    result = compare(arm_specs, dataset=dataset, learner=learner, seeds=_parse_seeds(seeds), profile=profile,
+    result = compare(arm_specs, dataset=dataset, learner=learner, seeds=seed_list, profile=profile,
                      out_dir=out_dir, jobs=jobs, overrides=overrides, existing=existing, metric=metric,
                      progress=not quiet)
     click.echo(result.files["markdown"].read_text())

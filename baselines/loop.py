@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,12 @@ from tqdm.auto import tqdm
 from augment.profiles import by_profile, resolve_profile
 from baselines.evaluate import EvalResult, evaluate, normalized_scores
 from baselines.learners import LearnerPolicy, check_learner, make_learner, rollout_policy
+from baselines.preflight import (
+    check_finite_losses,
+    check_train_inputs,
+    checkpoint_write_errors,
+    guarded_run_dir,
+)
 from baselines.protocols import Generator
 from baselines.runs import (
     MetricsWriter,
@@ -46,6 +51,10 @@ from baselines.sampler import MixedSampler
 from baselines.seeding import capture_global_rng, derive_seed, restore_global_rng, seed_everything
 from stores.errors import UserInputError
 from stores.schema import OfflineDataset
+
+#: What config.json / results.json say when the dataset names no environment (env-less data).
+NO_EVALUATION = ("skipped: the dataset names no environment to evaluate in (pass --env to evaluate); "
+                 "offline diagnostics (learner losses, model holdout errors) are in results.json")
 
 
 def dataset_store_attrs(dataset: OfflineDataset) -> dict[str, Any]:
@@ -173,10 +182,8 @@ class _Run:
         self.dataset, self.learner, self.config, self.run_dir = dataset, learner, config, run_dir
         self.generator = generator
         self.env_id = config.eval_env or dataset.env_id
-        if self.env_id is None:
-            raise UserInputError(f"dataset '{dataset.name}' names no environment to evaluate in; "
-                                 "pass --env (TrainConfig.eval_env), e.g. Hopper-v5")
-        self.score_name = score_name_for(dataset, self.env_id)
+        # env-less data (no simulator): train and save the policy, no online evaluation (NO_EVALUATION)
+        self.score_name = score_name_for(dataset, self.env_id) if self.env_id is not None else None
         seed_everything(config.seed)
         self.algo = make_learner(learner, dataset, seed=config.seed, device=config.device,
                                  batch_size=config.batch_size, total_steps=config.steps)
@@ -196,6 +203,7 @@ class _Run:
                         "transitions": dataset.num_transitions, "episodes": dataset.num_episodes,
                         "provenance": dataset.provenance},
             "eval_env": self.env_id, "score_name": self.score_name,
+            "evaluation": "online" if self.env_id is not None else NO_EVALUATION,
             "generator": getattr(generator, "name", None),
             "fixed_synthetic_transitions": 0 if synthetic is None else int(len(synthetic["actions"])),
             "d3rlpy_config": self.algo.config.serialize(),
@@ -230,14 +238,16 @@ class _Run:
         self.state.times["generate"] += time.perf_counter() - t0
 
     # ----------------------------------------------------------------------------------- evaluation
-    def evaluate(self) -> EvalResult:
+    def evaluate(self) -> EvalResult | None:
+        if self.env_id is None:
+            return None  # env-less: write_row(None) records losses and counters only
         t0 = time.perf_counter()
         result = evaluate(LearnerPolicy(self.algo), self.env_id, episodes=self.config.eval_episodes,
                           seed=self.eval_seed, score_name=self.score_name, num_envs=self.config.eval_envs)
         self.state.times["evaluate"] += time.perf_counter() - t0
         return result
 
-    def write_row(self, result: EvalResult) -> None:
+    def write_row(self, result: EvalResult | None) -> None:
         s = self.state
         d_steps = s.step - s.last_row_step
         d_update = s.times["update"] - s.last_row_update_time
@@ -246,16 +256,20 @@ class _Run:
             "time_update": s.times["update"], "time_evaluate": s.times["evaluate"],
             "updates_per_s": d_steps / d_update if d_update > 0 else math.nan,
             "num_synthetic": self.sampler.num_synthetic, "synthetic_added": self.sampler.synthetic_added,
-            "rounds": s.round, "eval_return_mean": result.mean, "eval_return_std": result.std,
-            "eval_normalized": result.normalized_mean, "eval_length_mean": float(result.lengths.mean()),
+            "rounds": s.round,
         }
+        if result is not None:
+            row.update({"eval_return_mean": result.mean, "eval_return_std": result.std,
+                        "eval_normalized": result.normalized_mean,
+                        "eval_length_mean": float(result.lengths.mean())})
         for k in sorted(s.loss_sum):
             row[k] = s.loss_sum[k] / max(1, s.loss_n)
         self.metrics.write(row)
-        s.evals.append({"step": s.step, "return_mean": result.mean, "normalized": result.normalized_mean})
         s.loss_sum, s.loss_n = {}, 0
         s.last_row_step, s.last_row_update_time = s.step, s.times["update"]
-        s.final = result.to_json()
+        if result is not None:
+            s.evals.append({"step": s.step, "return_mean": result.mean, "normalized": result.normalized_mean})
+            s.final = result.to_json()
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
@@ -266,7 +280,8 @@ class _Run:
             "state": dataclasses.asdict(self.state),
             "grad_step": self.algo.grad_step,
             "sampler": self.sampler.state_dict() if self.generator is not None
-            else {k: v for k, v in self.sampler.state_dict().items() if k != "synthetic"},
+            else {k: v for k, v in self.sampler.state_dict().items()
+                  if k not in ("synthetic", "synthetic_birth")},
             "generator_rng": self.gen_rng.bit_generator.state,
             "global_rng": capture_global_rng(),
             "store_rows": len(self.store) if self.store is not None else 0,
@@ -286,10 +301,12 @@ class _Run:
         self.state = _State(**saved["state"])
         self.metrics.truncate_after(self.state.step)
         if self.store is not None and len(self.store) > saved["store_rows"]:
+            found = len(self.store)
+            self.store.truncate(int(saved["store_rows"]))  # the rounds after it are generated again
             write_json(self.run_dir / "resume_note.json", {
                 "checkpoint_step": self.state.step, "store_rows_at_checkpoint": saved["store_rows"],
-                "store_rows_found": len(self.store),
-                "note": "rounds generated after the checkpoint are regenerated; the store keeps both copies"})
+                "store_rows_found": found,
+                "note": "rounds generated after the checkpoint were cut from the store and are regenerated"})
 
 
 def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: Path, *,
@@ -305,13 +322,25 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
     it first). stop_at: end this call after that many total updates (checkpointing there), e.g. to
     split a run over several jobs; the result then has ``completed=False`` and no results.json.
     Returns a :class:`RunResult`; results.json holds the same numbers.
+
+    Before anything is written, :func:`baselines.preflight.check_train_inputs` refuses runs that cannot
+    succeed (device, env sizes, data magnitudes, --out); the run then holds the directory's lock (a second
+    ``train`` on it fails at once), ``overwrite`` deletes only a run directory augment made, and a run
+    that fails before its first checkpoint leaves no directory behind
+    (:func:`baselines.preflight.guarded_run_dir`).
     """
     check_learner(learner)
-    config.validate()
     run_dir = Path(run_dir)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_train_inputs(dataset, config, run_dir, overwrite=overwrite, synthetic=synthetic)
+    with guarded_run_dir(run_dir, overwrite=overwrite):
+        return _train_locked(dataset, learner, config, run_dir, generator=generator, progress=progress,
+                             extra_config=extra_config, synthetic=synthetic, stop_at=stop_at)
+
+
+def _train_locked(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: Path, *,
+                  generator: Generator | None, progress: bool, extra_config: dict | None,
+                  synthetic: dict[str, np.ndarray] | None, stop_at: int | None) -> RunResult:
+    """:func:`train` inside its prepared, locked run directory."""
     if latest_checkpoint(run_dir) is not None and (run_dir / "config.json").exists():
         _check_resumable(read_json(run_dir / "config.json"), dataset, learner, config, run_dir)
     run = _Run(dataset, learner, config, run_dir, generator, synthetic, extra_config)
@@ -320,9 +349,12 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         run.load_checkpoint(ckpt)
-    elif (run_dir / "metrics.csv").exists():
-        (run_dir / "metrics.csv").unlink()  # rows of a run that never checkpointed: start clean
-        run.metrics = MetricsWriter(run_dir / "metrics.csv")
+    else:
+        if (run_dir / "metrics.csv").exists():
+            (run_dir / "metrics.csv").unlink()  # rows of a run that never checkpointed: start clean
+            run.metrics = MetricsWriter(run_dir / "metrics.csv")
+        if run.store is not None and len(run.store):
+            run.store.truncate(0)  # rounds of a killed run that never checkpointed are generated again
     end = config.steps if stop_at is None else min(config.steps, int(stop_at))
     s = run.state
     started = time.perf_counter()
@@ -337,6 +369,7 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
                 run.generate()
             t0 = time.perf_counter()
             losses = algo.update(sampler.sample())
+            check_finite_losses(losses, s.step + 1, learner)
             s.times["update"] += time.perf_counter() - t0
             s.step += 1
             for k, v in losses.items():
@@ -349,11 +382,13 @@ def train(dataset: OfflineDataset, learner: str, config: TrainConfig, run_dir: P
                 s.times["total"] = total_before + time.perf_counter() - started
                 run.write_row(result)
                 loss_sum = s.loss_sum
-                bar.set_postfix_str(f"eval {result.normalized_mean:.1f} (return {result.mean:.0f})",
-                                    refresh=False)
+                if result is not None:
+                    bar.set_postfix_str(f"eval {result.normalized_mean:.1f} (return {result.mean:.0f})",
+                                        refresh=False)
             if s.step % config.checkpoint_every == 0 or at_end or s.step == end:
                 s.times["total"] = total_before + time.perf_counter() - started
-                run.save_checkpoint()
+                with checkpoint_write_errors(checkpoint_dir(run_dir, s.step)):
+                    run.save_checkpoint()
             if progress and (s.step - last_bar >= 100 or s.step == end):
                 bar.update(s.step - last_bar)
                 last_bar = s.step
@@ -432,7 +467,24 @@ def _results_json(run: _Run, r: RunResult) -> dict[str, Any]:
         "wall_time": r.times, "updates_per_s": r.updates_per_s,
         "num_synthetic": r.num_synthetic, "synthetic_added": run.sampler.synthetic_added,
         "rounds": r.rounds, "generator": getattr(run.generator, "name", None),
+        "synthetic_pool": run.sampler.pool_stats(),
+        **({} if run.env_id is not None else {"evaluation": NO_EVALUATION,
+                                               "offline_diagnostics": offline_diagnostics(run)}),
     }
+
+
+def offline_diagnostics(run: _Run) -> dict[str, Any]:
+    """What an env-less run reports instead of an evaluation: the learner's mean losses over the last
+    metrics row, and the world model's holdout errors (raw units) of the run's generator, or those the
+    synthetic store it trained on recorded (``extra_config['model_diagnostics']``)."""
+    rows = read_metrics(run.run_dir / "metrics.csv")
+    losses = {k: v for k, v in rows[-1].items() if k.endswith("loss")} if rows else {}
+    report = getattr(getattr(run.generator, "world", None), "report", None) or {}
+    model = {f"world_{k}": report[k] for k in ("holdout_next_state_mse_raw", "holdout_reward_mse_raw")
+             if k in report}
+    if not model:
+        model = read_json(run.run_dir / "config.json").get("extra", {}).get("model_diagnostics") or {}
+    return {"learner_losses": losses, "model": model, "metrics_rows": len(rows)}
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:

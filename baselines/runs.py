@@ -9,15 +9,17 @@ and ``synthetic.zarr`` when a generator wrote data.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stores.guards import disk_errors, write_file_atomically
 
 
 def to_jsonable(value: Any) -> Any:
@@ -38,11 +40,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON atomically (no temporary file is left on failure; a full or
+    read-only disk is one UserInputError line)."""
+    text = json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n"
+    write_file_atomically(Path(path), text.encode())
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -78,13 +79,12 @@ class MetricsWriter:
         self._write_all(self.columns, keep)
 
     def _write_all(self, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(columns))
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: _cell(r.get(k)) for k in columns})
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=list(columns))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r.get(k)) for k in columns})
+        write_file_atomically(self.path, text.getvalue().encode())
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row; new keys after the header is fixed are added by rewriting the file."""
@@ -97,7 +97,7 @@ class MetricsWriter:
             self.columns = self.columns + extra
             self._write_all(self.columns, read_metrics(self.path) + [row])
             return
-        with self.path.open("a", newline="") as f:
+        with disk_errors(self.path), self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns).writerow({k: _cell(row.get(k)) for k in self.columns})
 
 
@@ -127,9 +127,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def mark_latest(run_dir: Path, ckpt: Path, *, keep: int = 2) -> None:
     """Point ``checkpoints/latest`` at ``ckpt`` atomically and delete all but the ``keep`` newest."""
     root = Path(run_dir) / "checkpoints"
-    tmp = root / "latest.tmp"
-    tmp.write_text(ckpt.name + "\n")
-    os.replace(tmp, root / "latest")
+    write_file_atomically(root / "latest", (ckpt.name + "\n").encode())
     folders = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in folders[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from stores.errors import UserInputError
+from stores.guards import sniff, staged_dir, staged_file
 from stores.replay import DEFAULT_CHUNK_ROWS, PROVENANCE_ATTRS, RESERVED_ATTRS, ReplayStore
 from stores.schema import Episode, OfflineDataset
 
@@ -84,6 +86,10 @@ def dataset_to_store(dataset: OfflineDataset, path: str | os.PathLike[str], *, o
                      progress: bool = True) -> ReplayStore:
     """Write every episode of ``dataset`` as one trajectory of a new store; return it opened read-only.
 
+    The store is built under a hidden temporary name beside ``path`` and renamed into place when complete
+    (:func:`stores.guards.staged_dir`): a failure or a kill never leaves a partial store at ``path``, and
+    ``overwrite`` replaces an existing replay store (nothing else) only then.
+
     Attributes: source_dataset (name), source_hash (content hash), env_id, normalization (dataset
     statistics), imported_from (the dataset's provenance), then ``attrs`` (overriding). Rows get generator
     ``generator``, round/learner_step -1, filter_score NaN and start_index = the row of their episode's first
@@ -102,9 +108,18 @@ def dataset_to_store(dataset: OfflineDataset, path: str | os.PathLike[str], *, o
         base.update({k: v for k, v in provenance.store_attrs.items() if k not in RESERVED_ATTRS})
     base.update(dict(attrs or {}))
     lengths = np.diff(tr.episode_starts)
-    store = ReplayStore.create(path, observation_size=dataset.observation_size,
-                               action_size=dataset.action_size, attrs=base, overwrite=overwrite,
-                               chunk_rows=chunk_rows)
+    with staged_dir(path, overwrite=overwrite, allowed=("store",)) as tmp:
+        store = ReplayStore.create(tmp, observation_size=dataset.observation_size,
+                                   action_size=dataset.action_size, attrs=base, chunk_rows=chunk_rows,
+                                   staged=False)
+        _fill_from_dataset(store, dataset, lengths, chunk_rows, generator, provenance, progress)
+    return ReplayStore.open(path)
+
+
+def _fill_from_dataset(store: ReplayStore, dataset: OfflineDataset, lengths: np.ndarray, chunk_rows: int,
+                       generator: str, provenance: RowProvenance | None, progress: bool) -> None:
+    tr = dataset.transitions
+    n = len(tr)
     with store, _progress(n, "import", progress) as bar:
         for i, j in _episode_ranges(lengths, chunk_rows):
             a, b = int(tr.episode_starts[i]), int(tr.episode_starts[j])
@@ -121,7 +136,6 @@ def dataset_to_store(dataset: OfflineDataset, path: str | os.PathLike[str], *, o
                 store.append_transitions(cols, starts, generator_codes=provenance.columns["generator"][a:b],
                                          generator_names=provenance.generators)
             bar.update(b - a)
-    return ReplayStore.open(path)
 
 
 def _as_store(source: ReplayStore | str | os.PathLike[str]) -> ReplayStore:
@@ -168,27 +182,39 @@ def _store_attrs_json(store: ReplayStore) -> str:
     return json.dumps(store.attrs, sort_keys=True)
 
 
+def _write_provenance_group(f: Any, store: ReplayStore, prov: RowProvenance) -> Any:
+    """Group ``augment/`` of an open h5py file: the provenance columns, generator names, store attributes."""
+    group = f.create_group(H5_GROUP)
+    for key, arr in prov.columns.items():
+        group.create_dataset(key, data=arr, compression="gzip", compression_opts=4)
+    group.attrs["generators"] = json.dumps(prov.generators)
+    group.attrs["store_attrs"] = _store_attrs_json(store)
+    return group
+
+
 def write_hdf5(source: ReplayStore | str | os.PathLike[str], path: str | os.PathLike[str], *,
-               env_id: str | None = None) -> Path:
-    """Export to a D4RL-layout HDF5 file (readable by D4RL-style loaders) with provenance in ``augment/``."""
+               env_id: str | None = None, overwrite: bool = False) -> Path:
+    """Export to a D4RL-layout HDF5 file (readable by D4RL-style loaders) with provenance in ``augment/``.
+
+    Written atomically (:func:`stores.guards.staged_file`); ``overwrite`` replaces only a file an earlier
+    export wrote.
+    """
     import h5py
 
-    from stores.sources import write_d4rl_hdf5
+    from stores.sources import write_d4rl_group
 
     store = _as_store(source)
-    out = write_d4rl_hdf5(store_to_dataset(store, env_id=env_id), path)
+    dataset = store_to_dataset(store, env_id=env_id)
     prov = store_provenance(store)
-    with h5py.File(out, "a") as f:
-        group = f.create_group(H5_GROUP)
-        for key, arr in prov.columns.items():
-            group.create_dataset(key, data=arr, compression="gzip", compression_opts=4)
-        group.attrs["generators"] = json.dumps(prov.generators)
-        group.attrs["store_attrs"] = _store_attrs_json(store)
+    out = Path(path).expanduser()
+    with staged_file(out, overwrite=overwrite) as handle, h5py.File(handle, "w") as f:
+        write_d4rl_group(f, dataset)
+        _write_provenance_group(f, store, prov)
     return out
 
 
 def write_npz(source: ReplayStore | str | os.PathLike[str], path: str | os.PathLike[str], *,
-              env_id: str | None = None, compressed: bool = True) -> Path:
+              env_id: str | None = None, compressed: bool = True, overwrite: bool = False) -> Path:
     """Export to an ``.npz`` with the D4RL keys (see :func:`stores.sources.write_npz`) plus provenance keys
     ``augment_<column>``, ``augment_generators`` and ``augment_store_attrs`` (JSON text)."""
     from stores.sources import flat_from_dataset
@@ -203,27 +229,42 @@ def write_npz(source: ReplayStore | str | os.PathLike[str], path: str | os.PathL
     arrays[NPZ_PREFIX + "generators"] = np.array(json.dumps(prov.generators))
     arrays[NPZ_PREFIX + "store_attrs"] = np.array(_store_attrs_json(store))
     out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
-    os.replace(tmp, out)
+    with staged_file(out, overwrite=overwrite) as handle:
+        (np.savez_compressed if compressed else np.savez)(handle, **arrays)
     return out
 
 
 def write_minari(source: ReplayStore | str | os.PathLike[str], dataset_id: str, *,
-                 root: str | os.PathLike[str] | None = None, env_id: str | None = None) -> Path:
+                 root: str | os.PathLike[str] | None = None, env_id: str | None = None,
+                 overwrite: bool = False) -> Path:
     """Export to a local Minari dataset ``dataset_id`` (``namespace/name-vN``); returns its directory.
 
     Needs the env id (the store's ``env_id`` attribute or ``env_id``). The store's attributes are kept in the
     dataset metadata; the per-row provenance columns are not (Minari has no per-step slot for them).
+    Written under a hidden temporary root and moved into place when complete; ``overwrite`` replaces only
+    a Minari dataset the toolkit wrote.
     """
+    from stores.paths import minari_root
+    from stores.sources import check_minari_id, ensure_minari_namespace
     from stores.sources import write_minari as _write_minari
 
+    namespace = check_minari_id(dataset_id)
     store = _as_store(source)
     dataset = store_to_dataset(store, env_id=env_id)
     if dataset.env_id is None:
         raise UserInputError(f"store '{store.path}' has no env_id attribute; pass --env (e.g. Hopper-v5)")
-    return _write_minari(dataset, dataset_id, root=root, metadata={"replay_store": store.attrs})
+    base = Path(root).expanduser() if root is not None else minari_root()
+    target = base / dataset_id
+    with staged_dir(target, overwrite=overwrite, allowed=("minari",), flag="--overwrite") as tmp:
+        scratch = tmp.with_name(tmp.name + "-root")  # a whole Minari root: Minari writes <root>/<id>
+        try:
+            _write_minari(dataset, dataset_id, root=scratch, metadata={"replay_store": store.attrs})
+            os.rename(scratch / dataset_id, tmp)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if namespace is not None:
+            ensure_minari_namespace(base, namespace)
+    return target
 
 
 def _provenance_from_group(group: Any) -> RowProvenance | None:
@@ -238,20 +279,30 @@ def _provenance_from_group(group: Any) -> RowProvenance | None:
 def _read_hdf5_provenance(path: Path) -> RowProvenance | None:
     import h5py
 
-    with h5py.File(path, "r") as f:
-        return _provenance_from_group(f[H5_GROUP]) if H5_GROUP in f else None
+    try:
+        with h5py.File(path, "r") as f:
+            return _provenance_from_group(f[H5_GROUP]) if H5_GROUP in f else None
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise UserInputError(f"{path.name}: its provenance group '{H5_GROUP}/' is damaged "
+                             f"({type(exc).__name__}: {exc}); re-export it") from None
 
 
 def _read_npz_provenance(path: Path) -> RowProvenance | None:
-    with np.load(path, allow_pickle=False) as data:
-        keys = [NPZ_PREFIX + key for key in PROVENANCE_EXPORT]
-        if any(key not in data.files for key in keys) or NPZ_PREFIX + "generators" not in data.files:
-            return None
+    from stores.sources import load_npz_arrays
+
+    data = load_npz_arrays(path)
+    keys = [NPZ_PREFIX + key for key in PROVENANCE_EXPORT]
+    if any(key not in data for key in keys) or NPZ_PREFIX + "generators" not in data:
+        return None
+    try:
         cols = {key: np.asarray(data[NPZ_PREFIX + key]).astype(PROVENANCE_DTYPES[key])
                 for key in PROVENANCE_EXPORT}
         attrs_key = NPZ_PREFIX + "store_attrs"
-        attrs = json.loads(str(data[attrs_key])) if attrs_key in data.files else {}
+        attrs = json.loads(str(data[attrs_key])) if attrs_key in data else {}
         return RowProvenance(cols, list(json.loads(str(data[NPZ_PREFIX + "generators"]))), dict(attrs))
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(f"{path.name}: its augment_* provenance keys are damaged ({exc}); re-export "
+                             "it") from None
 
 
 # ---------------------------------------------------------------------------- d3rlpy
@@ -333,7 +384,8 @@ def d3rlpy_to_dataset(buffer_or_episodes: Any, *, name: str = "d3rlpy", env_id: 
     return dataset
 
 
-def write_d3rlpy(source: ReplayStore | str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+def write_d3rlpy(source: ReplayStore | str | os.PathLike[str], path: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> Path:
     """Dump :func:`to_d3rlpy` in d3rlpy's file format (``ReplayBuffer.load(f, InfiniteBuffer())`` reads it),
     adding group ``augment``: final_observations (E, obs), the provenance columns (N,), and attributes
     ``generators`` / ``store_attrs`` (JSON) so :func:`read_d3rlpy` restores the store exactly."""
@@ -342,21 +394,15 @@ def write_d3rlpy(source: ReplayStore | str | os.PathLike[str], path: str | os.Pa
     store = _as_store(source)
     dataset = store_to_dataset(store)
     buffer = to_d3rlpy(dataset)
-    out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w+b") as f:
-        buffer.dump(f)
     prov = store_provenance(store)
-    with h5py.File(tmp, "a") as f:
-        group = f.create_group(H5_GROUP)
-        group.create_dataset("final_observations",
-                             data=np.stack([ep.observations[-1] for ep in dataset.episodes]))
-        for key, arr in prov.columns.items():
-            group.create_dataset(key, data=arr, compression="gzip", compression_opts=4)
-        group.attrs["generators"] = json.dumps(prov.generators)
-        group.attrs["store_attrs"] = _store_attrs_json(store)
-    os.replace(tmp, out)
+    out = Path(path).expanduser()
+    with staged_file(out, overwrite=overwrite) as handle:
+        buffer.dump(handle)
+        handle.seek(0)
+        with h5py.File(handle, "r+") as f:
+            group = _write_provenance_group(f, store, prov)
+            group.create_dataset("final_observations",
+                                 data=np.stack([ep.observations[-1] for ep in dataset.episodes]))
     return out
 
 
@@ -364,7 +410,7 @@ def is_d3rlpy_file(path: Path) -> bool:
     """True for an HDF5 file in d3rlpy's ``ReplayBuffer.dump`` layout."""
     import h5py
 
-    if not path.is_file():
+    if not path.is_file() or sniff(path) != "hdf5":
         return False
     try:
         with h5py.File(path, "r") as f:
@@ -385,14 +431,16 @@ def read_d3rlpy(path: str | os.PathLike[str], *, env_id: str | None = None
     try:
         with open(p, "rb") as f:
             buffer = ReplayBuffer.load(f, InfiniteBuffer())
-    except (OSError, KeyError, ValueError) as exc:
-        raise UserInputError(f"cannot read d3rlpy dump '{p}': {exc}") from None
-    final, prov = None, None
-    with h5py.File(p, "r") as f:
-        if H5_GROUP in f:
-            group = f[H5_GROUP]
-            final = np.asarray(group["final_observations"]) if "final_observations" in group else None
-            prov = _provenance_from_group(group)
+        final, prov = None, None
+        with h5py.File(p, "r") as f:
+            if H5_GROUP in f:
+                group = f[H5_GROUP]
+                final = np.asarray(group["final_observations"]) if "final_observations" in group else None
+                prov = _provenance_from_group(group)
+    except Exception as exc:  # d3rlpy / h5py raise many kinds on a damaged dump; the user needs one line
+        first = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise UserInputError(f"cannot read d3rlpy dump '{p}' ({type(exc).__name__}: {first}); the file is "
+                             "damaged or not written by ReplayBuffer.dump") from None
     attrs_env = prov.store_attrs.get("env_id") if prov is not None else None
     dataset = d3rlpy_to_dataset(buffer, name=p.name, env_id=env_id or attrs_env, final_observations=final)
     return dataset, prov
@@ -423,19 +471,29 @@ def import_source(source: str, *, profile: str | None = None, env_id: str | None
 
 
 def export_store(source: ReplayStore | str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *,
-                 env_id: str | None = None, minari_root: str | os.PathLike[str] | None = None) -> Path:
+                 env_id: str | None = None, minari_root: str | os.PathLike[str] | None = None,
+                 overwrite: bool = False) -> Path:
     """Export a store: fmt ``npz`` | ``hdf5`` | ``d3rlpy`` to the file ``out``; ``minari`` to the dataset id
-    ``out`` under ``minari_root`` (default ``MINARI_DATASETS_PATH``)."""
+    ``out`` under ``minari_root`` (default ``MINARI_DATASETS_PATH``).
+
+    Every format is written atomically (complete or not at all; a kill leaves no temporary file behind
+    for the file formats, and hidden temporaries the next export removes for Minari). An existing ``out``
+    is refused unless ``overwrite``, which replaces only an earlier export of the toolkit (never a
+    directory, a replay store or a file from elsewhere).
+    """
     if fmt not in EXPORT_FORMATS:
         raise UserInputError(f"unknown export format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt != "minari" and Path(out).expanduser().is_dir():
+        raise UserInputError(f"'{out}' is a directory; --out names the {fmt} file to write, e.g. "
+                             f"{Path(out) / ('data.' + {'npz': 'npz', 'hdf5': 'hdf5', 'd3rlpy': 'h5'}[fmt])}")
     store = _as_store(source)
     if fmt == "npz":
-        return write_npz(store, out, env_id=env_id)
+        return write_npz(store, out, env_id=env_id, overwrite=overwrite)
     if fmt == "hdf5":
-        return write_hdf5(store, out, env_id=env_id)
+        return write_hdf5(store, out, env_id=env_id, overwrite=overwrite)
     if fmt == "d3rlpy":
-        return write_d3rlpy(store, out)
-    return write_minari(store, str(out), root=minari_root, env_id=env_id)
+        return write_d3rlpy(store, out, overwrite=overwrite)
+    return write_minari(store, str(out), root=minari_root, env_id=env_id, overwrite=overwrite)
 
 
 def _merged_attrs(stores: Sequence[ReplayStore]) -> dict[str, Any]:
@@ -453,7 +511,11 @@ def _merged_attrs(stores: Sequence[ReplayStore]) -> dict[str, Any]:
 def merge_stores(inputs: Sequence[ReplayStore | str | os.PathLike[str]], out: str | os.PathLike[str], *,
                  overwrite: bool = False, progress: bool = True) -> ReplayStore:
     """Concatenate stores (rows of the first, then the second, ...) into a new store, keeping every row's
-    provenance (generator names are re-coded, trajectory ids renumbered); returns it opened read-only."""
+    provenance (generator names are re-coded, trajectory ids renumbered); returns it opened read-only.
+
+    Atomic: the merged store is built under a hidden temporary name and renamed into place when complete,
+    so a damaged input (found before or while copying) or a kill leaves no half-merged store at ``out``;
+    ``overwrite`` replaces an existing replay store (nothing else) only then."""
     stores = [_as_store(s) for s in inputs]
     if len(stores) < 2:
         raise UserInputError("merge needs at least two stores")
@@ -464,9 +526,17 @@ def merge_stores(inputs: Sequence[ReplayStore | str | os.PathLike[str]], out: st
     if any(out_path.resolve() == s.path.resolve() for s in stores):
         raise UserInputError("the merged store must be a new path, not one of the inputs")
     chunk = max(s.schema.chunk_rows for s in stores)
-    target = ReplayStore.create(out_path, observation_size=stores[0].observation_size,
-                                action_size=stores[0].action_size, attrs=_merged_attrs(stores),
-                                overwrite=overwrite, chunk_rows=chunk)
+    for store in stores:  # every committed chunk of every input is there before anything is written
+        store.load(columns=("rewards",))
+    with staged_dir(out_path, overwrite=overwrite, allowed=("store",)) as tmp:
+        target = ReplayStore.create(tmp, observation_size=stores[0].observation_size,
+                                    action_size=stores[0].action_size, attrs=_merged_attrs(stores),
+                                    chunk_rows=chunk, staged=False)
+        _merge_into(target, stores, chunk, progress)
+    return ReplayStore.open(out_path)
+
+
+def _merge_into(target: ReplayStore, stores: Sequence[ReplayStore], chunk: int, progress: bool) -> None:
     total = sum(len(s) for s in stores)
     with target, _progress(total, "merge", progress) as bar:
         for store in stores:
@@ -481,4 +551,3 @@ def merge_stores(inputs: Sequence[ReplayStore | str | os.PathLike[str]], out: st
                 codes = cols.pop("generator")
                 target.append_transitions(cols, starts[i:j] - a, generator_codes=codes, generator_names=names)
                 bar.update(b - a)
-    return ReplayStore.open(out_path)

@@ -27,3 +27,11 @@ def did_you_mean(name: str, choices: Iterable[str], *, hint: str = "") -> str:
     if hint:
         text += f" {hint}"
     return text
+
+
+def check_settings(checks: Iterable[tuple[bool, str]], *, prefix: str = "") -> None:
+    """Raise :class:`UserInputError` with ``prefix + message`` for the first (ok, message) pair that is not
+    ok (the settings checks of the config dataclasses)."""
+    for ok, message in checks:
+        if not ok:
+            raise UserInputError(f"{prefix}{message}")

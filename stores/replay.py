@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
-import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from stores.errors import UserInputError
+from stores.guards import STORE_FORMAT, STORE_LOCK, staged_dir, user_error_from_os
 from stores.schema import TrajectoryBatch
 
 try:  # POSIX advisory locks; on other platforms a single writer is the user's responsibility
@@ -46,10 +47,10 @@ try:  # POSIX advisory locks; on other platforms a single writer is the user's r
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-FORMAT_NAME = "augment-replay-store"
+FORMAT_NAME = STORE_FORMAT  # "augment-replay-store"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_ROWS = 32768
-LOCK_NAME = ".writer.lock"
+LOCK_NAME = STORE_LOCK  # ".writer.lock"
 
 # Column name -> (dtype, kind of trailing dimension: "obs", "act" or None for 1-D).
 TRANSITION_COLUMNS: dict[str, tuple[str, str | None]] = {
@@ -80,6 +81,24 @@ RESERVED_ATTRS = frozenset({
 # Well-known provenance attributes (all optional, JSON-native; None when unknown).
 PROVENANCE_ATTRS = ("source_dataset", "source_hash", "env_id", "generator_name", "generator_config",
                     "seed", "normalization")
+
+
+def _writes_to_disk(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for the writing methods of :class:`ReplayStore`: an OSError of the disk (full, read-only,
+    permission, ...) abandons the handle (temporary files deleted, writer lock released; the store keeps
+    its committed rows) and becomes one UserInputError line naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self: ReplayStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            self._abandon()
+            err = user_error_from_os(exc, self.path, "write to replay store")
+            raise UserInputError(f"{err}; the store keeps its {self._rows} committed rows and this handle "
+                                 "is closed") from exc
+
+    return wrapper
 
 
 def _now() -> str:
@@ -204,9 +223,14 @@ class _ChunkFiles:
                 key.parent.mkdir(parents=True, exist_ok=True)
                 self._made.add(key.parent)
             tmp = key.with_name(f"{key.name}.{uuid.uuid4().hex}.partial")
-            with open(tmp, "wb") as f:
-                f.write(encoded)
-            os.replace(tmp, key)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(encoded)
+                os.replace(tmp, key)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
 
 
 class ReplayStore:
@@ -231,16 +255,21 @@ class ReplayStore:
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, observation_size: int, action_size: int,
                attrs: dict[str, Any] | None = None, overwrite: bool = False,
-               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ReplayStore:
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, staged: bool = True) -> ReplayStore:
         """Create an empty store at ``path`` and return it opened for appending.
 
         observation_size / action_size: sizes of one observation / action vector.
         attrs: JSON-native provenance (see :data:`PROVENANCE_ATTRS`) and any user keys.
-        overwrite: replace an existing directory at ``path`` (else refuse).
+        overwrite: replace an existing replay store at ``path`` (else refuse). Only a replay store that no
+        process is writing to is replaced; any other file or directory is a UserInputError
+        (:func:`stores.guards.check_replaceable`).
         chunk_rows: rows per chunk ``C`` (all columns share it); writes happen in whole chunks.
-        """
-        import zarr
 
+        A disk error while creating (full, read-only, permission) is one UserInputError line, and a failure
+        or a kill while creating leaves nothing at ``path`` (the store is made under a hidden temporary
+        name and renamed into place complete). staged=False creates it directly at ``path``, which must not
+        exist: for callers that build a whole output under a temporary name themselves (import, merge).
+        """
         path = Path(path)
         if observation_size < 1 or action_size < 1:
             raise UserInputError(
@@ -252,15 +281,29 @@ class ReplayStore:
         clash = sorted(RESERVED_ATTRS & set(user_attrs))
         if clash:
             raise UserInputError(f"store attrs {clash} are managed by the store; use other names")
-        if path.exists():
-            if not overwrite:
-                raise UserInputError(
-                    f"'{path}' already exists; choose another path or pass overwrite=True (--overwrite)")
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if (path.exists() or path.is_symlink()) and not overwrite:
+            raise UserInputError(
+                f"'{path}' already exists; choose another path or pass overwrite=True (--overwrite)")
+        if not staged:
+            try:
+                path.mkdir()
+                cls._write_empty(path, observation_size, action_size, chunk_rows, user_attrs)
+            except OSError as exc:
+                raise user_error_from_os(exc, path, "create replay store") from exc
+            return cls.open(path, mode="a")
+        # Built under a hidden temporary name and renamed into place complete: a kill mid-create leaves no
+        # half-made directory at ``path`` (the next writer there removes the temporary).
+        with staged_dir(path, overwrite=overwrite, allowed=("store",)) as tmp:
+            tmp.mkdir()
+            cls._write_empty(tmp, observation_size, action_size, chunk_rows, user_attrs)
+        return cls.open(path, mode="a")
+
+    @staticmethod
+    def _write_empty(path: Path, observation_size: int, action_size: int, chunk_rows: int,
+                     user_attrs: dict[str, Any]) -> None:
+        """Write an empty store's arrays, then its group metadata (last: the store exists from then on)."""
+        import zarr
+
         schema = StoreSchema(int(observation_size), int(action_size), int(chunk_rows))
         now = _now()
         group_attrs: dict[str, Any] = {
@@ -282,7 +325,6 @@ class ReplayStore:
         # The group metadata with the format attributes is written last: a half-created directory is
         # reported as "not a replay store" rather than opened.
         group.update_attributes(group_attrs)
-        return cls.open(path, mode="a")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], mode: str = "r") -> ReplayStore:
@@ -471,6 +513,7 @@ class ReplayStore:
         if self._mode != "a":
             raise UserInputError(f"store '{self.path}' is opened read-only; open it with mode='a' to write")
 
+    @_writes_to_disk
     def append(self, batch: TrajectoryBatch) -> None:
         """Validate ``batch`` and buffer its valid steps (whole chunks are written as they fill up).
 
@@ -487,6 +530,7 @@ class ReplayStore:
         self._stage(columns, local_starts, [batch.generator],
                     np.zeros(columns["rewards"].shape[0], dtype=np.int16))
 
+    @_writes_to_disk
     def append_transitions(self, columns: Mapping[str, np.ndarray], episode_starts: np.ndarray, *,
                            generator: str = "real", generator_codes: np.ndarray | None = None,
                            generator_names: Sequence[str] | None = None) -> None:
@@ -542,6 +586,7 @@ class ReplayStore:
         if self._pending_end - self._buf_start >= self.schema.chunk_rows:
             self._write(final=False)
 
+    @_writes_to_disk
     def flush(self) -> None:
         """Write everything buffered and commit it; afterwards the rows survive a crash of this process."""
         self._require_writable()
@@ -597,6 +642,7 @@ class ReplayStore:
         self._attrs.update(updated)
         self._rows, self._trajectories = int(rows), int(e_new)
 
+    @_writes_to_disk
     def update_attrs(self, **kv: Any) -> None:
         """Set JSON-native attributes (provenance or user keys) and write them at once.
 
@@ -611,13 +657,66 @@ class ReplayStore:
         self._group.update_attributes(new)
         self._attrs.update(new)
 
+    @_writes_to_disk
+    def truncate(self, n_rows: int) -> None:
+        """Cut the store to its first ``n_rows`` committed rows (e.g. a resumed run dropping the rounds it
+        generated after its last checkpoint); rows appended but not yet committed are discarded too.
+
+        ``n_rows`` must be a trajectory boundary: 0, the committed length, or the first row of a committed
+        trajectory (a store only ever holds whole trajectories); UserInputError otherwise, or when it is
+        negative or larger than ``len(store)``.
+
+        Crash safety: the new committed lengths are written first, in the single atomic rewrite of the
+        group metadata that is every write's commit point; only then are the arrays shrunk. A ``kill -9``
+        at any moment leaves a valid store holding either the old or the new committed length (rows past
+        the committed length are garbage that the next writer trims, as after an interrupted append).
+        """
+        self._require_writable()
+        if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)):
+            raise UserInputError(f"truncate() takes a row count (int), got {type(n_rows).__name__}")
+        n = int(n_rows)
+        if n < 0 or n > self._rows:
+            raise UserInputError(
+                f"cannot truncate '{self.path}' to {n} rows: it holds {self._rows} committed rows "
+                f"(choose 0..{self._rows})")
+        starts = self.episode_starts()  # (E+1,), last entry = committed rows
+        e = int(np.searchsorted(starts, n, side="left"))
+        if starts[e] != n:
+            raise UserInputError(
+                f"cannot truncate '{self.path}' to {n} rows: row {n} lies inside trajectory {e - 1} "
+                f"(rows {int(starts[e - 1])}-{int(starts[e]) - 1}); choose a trajectory boundary")
+        if n == self._rows and self.pending_rows == 0:
+            return
+        updated = {"committed_rows": n, "committed_trajectories": e, "updated": _now()}
+        self._group.update_attributes(updated)  # the commit point: one atomic metadata rewrite
+        self._attrs.update(updated)
+        self._rows, self._trajectories = n, e
+        self._start_writing()  # shrink the arrays, drop buffered rows, reload the new tail chunk
+
+    def _abandon(self) -> None:
+        """After a failed write: delete this writer's temporary files, release the lock, close the handle.
+        Rows written past the committed length are left for the next writer to trim."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._mode == "a":
+            for leftover in self.path.rglob("*.partial"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        self._release_lock(self._lock_file)
+        self._lock_file = None
+
+    @_writes_to_disk
+    def _final_write(self) -> None:
+        self._write(final=True)
+
     def close(self) -> None:
         """Flush (append mode) and release the writer lock; the store can no longer be used."""
         if self._closed:
             return
         try:
             if self._mode == "a":
-                self._write(final=True)
+                self._final_write()
         finally:
             self._closed = True
             self._release_lock(self._lock_file)
@@ -969,8 +1068,10 @@ def _validate_flat(columns: Mapping[str, np.ndarray], episode_starts: np.ndarray
                 arr = arr.astype(np.float32, copy=False)
             finite = np.isfinite(arr.reshape(n, -1)).all(axis=1)
             if not finite.all():
-                raise UserInputError(
-                    f"transition field '{name}' holds NaN or inf (first bad row {int(np.argmin(finite))})")
+                row = int(np.argmin(finite))
+                raw = np.asarray(columns[name]).reshape(n, -1)[row]
+                what = "NaN or inf" if not np.isfinite(raw).all() else "a value beyond float32's range"
+                raise UserInputError(f"transition field '{name}' holds {what} (first bad row {row})")
         out[name] = arr
     starts = np.asarray(episode_starts)
     if starts.dtype.kind not in "iu" or starts.ndim != 1:

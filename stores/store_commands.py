@@ -27,6 +27,17 @@ def _mb(nbytes: int) -> str:
     return f"{nbytes / 1e6:.2f} MB"
 
 
+def _check_out(out: Path, overwrite: bool, allowed: tuple[str, ...]) -> None:
+    """Fail before any work when --out exists and may not be replaced (see stores.guards)."""
+    from stores.errors import UserInputError
+    from stores.guards import check_replaceable
+
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise UserInputError(f"'{out}' already exists; pass --overwrite to replace it")
+        check_replaceable(out, allowed)
+
+
 @click.group("store")
 def store_group() -> None:
     """Replay stores (Zarr v3): where synthetic transitions live, with per-row provenance.
@@ -46,17 +57,20 @@ def store_group() -> None:
 @click.option("--profile", default=None, help="Recipe profile when SOURCE is a dataset name built on demand "
                                               "(smoke | cpu | paper).")
 @click.option("--env", "env_id", default=None, help="Gymnasium env id when the file does not say it.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
-@click.option("--chunk-rows", default=32768, show_default=True, type=int, help="Rows per Zarr chunk.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing replay store at --out (only a replay "
+                                                "store no process is writing to).")
+@click.option("--chunk-rows", default=32768, show_default=True, type=click.IntRange(min=1),
+              help="Rows per Zarr chunk.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def import_cmd(source: str, out: Path, profile: str | None, env_id: str | None, overwrite: bool,
                chunk_rows: int, quiet: bool) -> None:
     """Import SOURCE (a dataset name or alias, a .hdf5/.npz file, minari:<id>, or a d3rlpy .h5 dump)."""
+    from augment.profiles import resolve_profile
     from stores.convert import dataset_to_store, import_source
-    from stores.errors import UserInputError
 
-    if out.exists() and not overwrite:
-        raise UserInputError(f"'{out}' already exists; pass --overwrite to replace it")
+    if profile is not None:
+        resolve_profile(profile)  # a misspelt profile fails even when SOURCE is a file
+    _check_out(out, overwrite, ("store",))
     t0 = time.perf_counter()
     dataset, provenance = import_source(source, profile=profile, env_id=env_id, progress=not quiet)
     store = dataset_to_store(dataset, out, overwrite=overwrite, chunk_rows=chunk_rows, provenance=provenance,
@@ -113,19 +127,28 @@ def validate_cmd(store: Path) -> None:
 @click.option("--env", "env_id", default=None, help="Env id when the store does not record one.")
 @click.option("--minari-root", default=None, type=click.Path(path_type=Path),
               help="Minari datasets root (default: MINARI_DATASETS_PATH or ~/.minari/datasets).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export at --out (never a directory or a "
+                                                "file augment did not write).")
 def export_cmd(store: Path, fmt: str, out: str, env_id: str | None, minari_root: Path | None,
                overwrite: bool) -> None:
     """Export STORE to another format, losslessly (see docs/store.md)."""
     from stores.convert import export_store
     from stores.errors import UserInputError
+    from stores.paths import minari_root as default_minari_root
     from stores.replay import ReplayStore
 
-    if fmt != "minari" and Path(out).exists() and not overwrite:
-        raise UserInputError(f"'{out}' already exists; pass --overwrite to replace it")
+    if fmt == "minari":
+        from stores.sources import check_minari_id
+
+        check_minari_id(out)
+        _check_out((minari_root or default_minari_root()) / out, overwrite, ("minari",))
+    else:
+        if Path(out).is_dir():
+            raise UserInputError(f"'{out}' is a directory; --out names the {fmt} file to write")
+        _check_out(Path(out), overwrite, ("export",))
     opened = ReplayStore.open(store)
     t0 = time.perf_counter()
-    path = export_store(opened, fmt, out, env_id=env_id, minari_root=minari_root)
+    path = export_store(opened, fmt, out, env_id=env_id, minari_root=minari_root, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     click.echo(f"exported {len(opened)} transitions to {fmt}: {path} in {seconds:.2f} s "
                f"({len(opened) / max(seconds, 1e-9):,.0f} transitions/s)")
@@ -135,12 +158,14 @@ def export_cmd(store: Path, fmt: str, out: str, env_id: str | None, minari_root:
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="New store.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing replay store at --out (only a replay "
+                                                "store no process is writing to).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def merge_cmd(a: Path, b: Path, out: Path, overwrite: bool, quiet: bool) -> None:
     """Concatenate stores A and B into a new store, keeping every row's provenance."""
     from stores.convert import merge_stores
 
+    _check_out(out, overwrite, ("store",))
     merged = merge_stores([a, b], out, overwrite=overwrite, progress=not quiet)
     click.echo(f"merged {a} + {b} -> {out}")
     _table([("transitions", len(merged)), ("trajectories", merged.num_trajectories),

@@ -17,7 +17,6 @@ from augment.generators.dydiff import (
     dataset_kind,
     mask_padding,
     refine,
-    relabel_actions,
     single_step_rollout,
     trajectory_scores,
     truncate_at_terminals,
@@ -145,16 +144,25 @@ def test_refine_conditions_each_iteration_on_the_previous_actions() -> None:
     policy, diffusion = LinearPolicy(), ToyDiffusion()
     s0 = np.zeros((3, OBS), np.float32) + 0.2
     a0 = np.full((3, 6, ACT), 0.3, np.float32)
-    seen: dict[int, np.ndarray] = {}
+    seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     states, actions = refine(s0, a0, policy, diffusion, 3, np.random.default_rng(1),
-                             on_iteration=lambda k, s, a: seen.__setitem__(k, a))
+                             on_iteration=lambda k, s, a: seen.__setitem__(k, (s.copy(), a.copy())))
     assert len(diffusion.calls) == 3 and sorted(seen) == [1, 2, 3]
     np.testing.assert_array_equal(diffusion.calls[0], a0)  # Eq. 7 conditions on tau_a,dyn
-    # Eq. 8: a^(k) relabelled from s0 and the new states; Eq. 9 conditions on it.
+
+    def by_hand(st: np.ndarray) -> np.ndarray:  # Eq. 8 written out: a_i = tanh(W s_i), i = 0..L-1
+        return np.tanh(np.einsum("ij,blj->bli", policy.w.astype(np.float64), st[:, :-1].astype(np.float64)))
+
+    # Eq. 9: iteration k >= 2 is conditioned on a^(k-1), relabelled from iteration k-1's states (not a^(0))
+    for k in (2, 3):
+        expected = by_hand(seen[k - 1][0])
+        assert not np.allclose(expected, a0, atol=1e-3)
+        np.testing.assert_allclose(diffusion.calls[k - 1], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(seen[k][1], expected, rtol=1e-5, atol=1e-6)
     assert states is not None
-    np.testing.assert_allclose(actions, relabel_actions(policy, states), rtol=1e-6)
-    np.testing.assert_allclose(actions[:, 0], policy.act(s0), rtol=1e-6)
-    np.testing.assert_array_equal(seen[3], diffusion.calls[2])
+    np.testing.assert_array_equal(states, seen[3][0])  # the last iteration's states are returned
+    np.testing.assert_allclose(actions, by_hand(states), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(actions[:, 0], np.tanh(s0 @ policy.w.T), rtol=1e-5)
     none_states, same = refine(s0, a0, policy, diffusion, 0, np.random.default_rng(1))
     assert none_states is None and same is a0
 

@@ -69,7 +69,8 @@ def test_rollouts_respect_the_hopper_termination_rule(smoke_dataset) -> None:
 def test_augment_dydiff_smoke_end_to_end(tmp_path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["dydiff", "--policy", "td3bc", "--dataset", DATASET, "--profile",
-                                      "smoke", "--out", str(out), "--quiet"], catch_exceptions=False)
+                                      "smoke", "--steps", "100", "--out", str(out), "--quiet"],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "run directory" in result.output
     for name in ("config.json", "metrics.csv", "results.json", "synthetic.zarr"):
@@ -90,16 +91,24 @@ def test_augment_dydiff_smoke_end_to_end(tmp_path) -> None:
     assert (data["start_index"] >= 0).all()
     results = json.loads((out / "results.json").read_text())
     assert results["generator"] == "dydiff" and results["rounds"] == 2  # before update 0 and 50
+    assert results["steps"] == 100  # --steps goes to TrainConfig, the one owner of the learner budget
+    assert results["synthetic_pool"]["synthetic_added"] == results["synthetic_added"] > 0
     config = json.loads((out / "config.json").read_text())
     assert config["extra"]["dydiff"]["iterations"] == 2
 
 
 def test_cli_rejects_bad_options(tmp_path) -> None:
     runner = CliRunner()
-    bad_filter = runner.invoke(cli, ["dydiff", "--policy", "td3bc", "--dataset", DATASET, "--filter", "topk"])
-    assert bad_filter.exit_code != 0 and "topk" in bad_filter.output
-    bad_policy = runner.invoke(cli, ["dydiff", "--policy", "sac", "--dataset", DATASET])
-    assert bad_policy.exit_code != 0
+    out = ["--out", str(tmp_path / "run")]
+    bad_filter = runner.invoke(cli, ["dydiff", "--policy", "td3bc", "--dataset", DATASET, "--filter", "topk",
+                                     *out])
+    assert bad_filter.exit_code == 2 and isinstance(bad_filter.exception, SystemExit)  # a usage error
+    assert "'topk'" in bad_filter.output and "softmax" in bad_filter.output and "hardmax" in bad_filter.output
+    bad_policy = runner.invoke(cli, ["dydiff", "--policy", "sac", "--dataset", DATASET, *out])
+    assert bad_policy.exit_code == 2 and isinstance(bad_policy.exception, SystemExit)
+    assert "'sac'" in bad_policy.output and "--policy" in bad_policy.output
+    assert all(name in bad_policy.output for name in ("td3bc", "cql", "iql"))  # says what is accepted
+    assert "Traceback" not in bad_policy.output + bad_filter.output and not (tmp_path / "run").exists()
 
 
 def test_augment_diagnose_dydiff_smoke(tmp_path) -> None:

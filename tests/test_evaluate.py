@@ -38,11 +38,32 @@ def test_same_seed_same_returns_regardless_of_width() -> None:
 
 
 def test_statistics_and_normalized_score() -> None:
-    r = evaluate(LinearPolicy(11, 3, seed=1), "Hopper-v5", episodes=2, seed=0, max_steps=15)
-    assert (r.lengths <= 15).all()
-    assert r.mean == pytest.approx(r.returns.mean()) and r.std == pytest.approx(r.returns.std())
-    np.testing.assert_allclose(r.normalized, normalized_score(r.returns, "Hopper-v5"))
-    assert r.normalized_mean == pytest.approx(r.normalized.mean())
+    import gymnasium as gym
+
+    policy = LinearPolicy(11, 3, seed=1)
+    r = evaluate(policy, "Hopper-v5", episodes=2, seed=0, max_steps=15)
+    # the same episodes stepped by hand: reset seed of episode k, actions clipped to [-1, 1], <= 15 steps
+    env = gym.make("Hopper-v5")
+    by_hand, steps = [], []
+    for k in range(2):
+        obs, _ = env.reset(seed=episode_seed(0, k))
+        total, n, done = 0.0, 0, False
+        while not done:
+            action = np.clip(np.tanh(obs.astype(np.float32) @ policy.w), -1.0, 1.0)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, n = total + float(reward), n + 1
+            done = terminated or truncated or n >= 15
+        by_hand.append(total)
+        steps.append(n)
+    env.close()
+    np.testing.assert_allclose(r.returns, by_hand, rtol=1e-12)
+    np.testing.assert_array_equal(r.lengths, steps)
+    assert r.mean == pytest.approx(np.mean(by_hand)) and r.std == pytest.approx(np.std(by_hand))
+    # D4RL's Hopper reference returns: random -20.272305, expert 3234.3
+    expected = 100.0 * (np.array(by_hand) + 20.272305) / (3234.3 + 20.272305)
+    np.testing.assert_allclose(r.normalized, expected, rtol=1e-10)
+    assert r.normalized_mean == pytest.approx(expected.mean(), rel=1e-10)
+    assert normalized_score(3234.3, "Hopper-v5") == pytest.approx(100.0)
     js = r.to_json()
     assert js["episodes"] == 2 and len(js["returns"]) == 2
 

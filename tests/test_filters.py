@@ -47,8 +47,10 @@ def test_trajectory_scores_sum_valid_steps_eq11() -> None:
 def test_softmax_probabilities_follow_zscored_softmax() -> None:
     scores = np.array([10.0, 20.0, 30.0, 40.0])
     p = softmax_probabilities(scores, temperature=2.0)
-    z = zscore(scores)
-    np.testing.assert_allclose(p, np.exp(z / 2) / np.exp(z / 2).sum())
+    # z-scores by hand: mean 25, population standard deviation sqrt(500 / 4) (ddof = 0)
+    z = np.array([-15.0, -5.0, 5.0, 15.0]) / np.sqrt(125.0)
+    np.testing.assert_allclose(p, np.exp(z / 2) / np.exp(z / 2).sum(), rtol=1e-12)
+    np.testing.assert_allclose(zscore(scores), z, rtol=1e-12)
     # scale and shift of the rewards do not matter after the z-score
     np.testing.assert_allclose(softmax_probabilities(3 * scores - 7, 2.0), p)
     np.testing.assert_allclose(softmax_probabilities(np.ones(4), 0.05), np.full(4, 0.25))

@@ -144,14 +144,37 @@ def test_resume_reaches_the_same_final_result(dataset: OfflineDataset, tmp_path:
         np.testing.assert_array_equal(s1.load()["observations"], s2.load()["observations"])
 
 
-def test_fixed_synthetic_pool_is_mixed_in(dataset: OfflineDataset, tmp_path: Path) -> None:
+def test_fixed_synthetic_pool_is_mixed_in(dataset: OfflineDataset, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from baselines.sampler import MixedSampler
+
     tr = dataset.transitions
+    # synthetic row j carries the reward 1000 + j, far from any real Hopper reward, so a batch row says
+    # whether it is synthetic and which pool row it is
     synthetic = {"observations": tr.observations[:50], "actions": tr.actions[:50],
-                 "rewards": tr.rewards[:50], "next_observations": tr.next_observations[:50],
+                 "rewards": 1000.0 + np.arange(50, dtype=np.float32),
+                 "next_observations": tr.next_observations[:50],
                  "terminals": tr.terminals[:50], "timeouts": tr.timeouts[:50]}
+    assert np.abs(tr.rewards).max() < 100
+    batches: list[np.ndarray] = []
+    real_sample = MixedSampler.sample
+
+    def spy(self: MixedSampler):  # records what the learner is given, then hands it on unchanged
+        batch = real_sample(self)
+        batches.append(np.asarray(batch.rewards).ravel().copy())
+        return batch
+
+    monkeypatch.setattr(MixedSampler, "sample", spy)
     r = train(dataset, "td3bc", _config(steps=6, eval_every=6), tmp_path / "fixed", synthetic=synthetic,
               progress=False)
     assert r.num_synthetic == 40  # FIFO capacity of the config
+    assert len(batches) == 6  # one batch per update
+    for rewards in batches:
+        syn = rewards[rewards >= 1000.0]
+        assert rewards.shape == (32,) and syn.size == 16  # B_real = floor(0.5 * 32) real rows, 16 synthetic
+        # only the newest 40 pool rows (10..49) survive the FIFO cap
+        assert set((syn - 1000.0).round().astype(int).tolist()) <= set(range(10, 50))
+    assert len(set(np.concatenate(batches).round(3).tolist())) > 40  # rows vary from batch to batch
     cfg = json.loads((tmp_path / "fixed" / "config.json").read_text())
     assert cfg["fixed_synthetic_transitions"] == 50
 

@@ -36,8 +36,11 @@ def d4rl_arrays(n: int = 60, obs: int = 11, act: int = 3, seed: int = 0,
     arrays["timeouts"][19] = True
     arrays["terminals"][34] = True
     arrays["timeouts"][39] = True
-    if next_obs:
-        arrays["next_observations"] = rng.standard_normal((n, obs)).astype(np.float32)
+    if next_obs:  # the next row's state inside an episode, a state of its own after each episode end
+        nxt = np.concatenate([arrays["observations"][1:], rng.standard_normal((1, obs)).astype(np.float32)])
+        ends = arrays["terminals"] | arrays["timeouts"]
+        nxt[ends] = rng.standard_normal((int(ends.sum()), obs)).astype(np.float32)
+        arrays["next_observations"] = nxt
     return arrays
 
 
@@ -86,6 +89,16 @@ def test_episode_split_with_next_observations() -> None:
     np.testing.assert_array_equal(eps[0].observations[-1], arrays["next_observations"][19])
     np.testing.assert_array_equal(eps[3].observations[-1], arrays["next_observations"][59])
     assert sum(len(e) for e in eps) == 60
+
+
+def test_next_observations_of_the_file_are_kept_where_they_differ_from_the_next_row() -> None:
+    arrays = d4rl_arrays(next_obs=True)
+    arrays["next_observations"][7] += 0.5  # the file says row 7 did not lead to row 8's state
+    eps = episodes_from_flat(arrays)
+    assert [len(e) for e in eps] == [8, 12, 15, 5, 20]  # the episode is cut after row 7 (truncated)
+    assert eps[0].truncated[-1] and not eps[0].terminated.any()
+    flat = np.concatenate([e.observations[1:] for e in eps])
+    np.testing.assert_array_equal(flat, arrays["next_observations"])  # every row's own next state
 
 
 def test_writers_round_trip(tmp_path: Path) -> None:
@@ -166,7 +179,7 @@ def test_not_a_file_and_unreadable(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="no such file"):
         read_d4rl_hdf5(tmp_path / "nope.hdf5")
     (tmp_path / "junk.hdf5").write_text("not hdf5")
-    with pytest.raises(UserInputError, match="not a readable HDF5 file"):
+    with pytest.raises(UserInputError, match="junk.hdf5: is a text file, not an HDF5 file"):
         read_d4rl_hdf5(tmp_path / "junk.hdf5")
     with pytest.raises(UserInputError, match="unknown Gymnasium environment 'Hoppr-v5'"):
         np.savez(tmp_path / "d.npz", **d4rl_arrays())
