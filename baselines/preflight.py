@@ -42,6 +42,7 @@ from stores.guards import (
     mark_run_dir,
     remove_replaceable,
     run_lock,
+    sweep_leftovers,
     user_error_from_os,
 )
 from stores.schema import OfflineDataset
@@ -233,6 +234,7 @@ def guarded_run_dir(run_dir: Path, *, overwrite: bool = False) -> Iterator[Path]
     for the block. When the block fails before the run's first checkpoint, the directory is removed if this
     call created it or it holds nothing but that run's own files (an empty synthetic store included)."""
     run_dir = Path(run_dir)
+    sweep_leftovers(run_dir)  # e.g. the trash of a `train --overwrite` killed while deleting the old run
     check_run_dir(run_dir, overwrite=overwrite)
     if overwrite and run_dir.exists():
         remove_replaceable(run_dir, ("run",))

@@ -142,6 +142,21 @@ CASES: list[tuple[str, str]] = [
     ("diagnose dydiff --dataset nope.npz", "no such file"),
     ("diagnose dydiff --dataset hop.npz --profile smoke --starts 0", "--starts"),
     ("diagnose dydiff --dataset hop.npz --profile smoke --max-iterations -1", "--max-iterations"),
+    # generate / plan / sweep
+    ("generate nope --dataset hop.npz --n 10 --out g.zarr", "unknown name 'nope'"),
+    ("generate synther --dataset nope.npz --n 10 --out g.zarr", "no such file"),
+    ("generate synther --dataset hop.npz --n 0 --out g.zarr", "--n must be a positive"),
+    ("generate synther --dataset hop.npz --n 10 --out s.zarr", "already exists"),
+    ("generate synther --dataset hop.npz --n 10 --out g.zarr -o bogus", "is not KEY=VALUE"),
+    ("plan nope --dataset hop.npz", "unknown name 'nope'"),
+    ("plan dmemm --dataset nope.npz", "no such file"),
+    ("plan dmemm --dataset hop.npz --profile smoke --set nope=1", "unknown name 'nope'"),
+    ("plan dmemm --dataset hop.npz --profile smoke --episodes 0", "--episodes"),
+    ("plan dmemm --dataset hop.npz --profile smoke --out plain.txt", "'plain.txt' is a file"),
+    ("sweep run nope.yaml", "does not exist"),
+    ("sweep run --dataset hop.npz --seeds a-b --root sw", "seeds"),
+    ("sweep status udir", "not a sweep run root"),
+    ("sweep report udir", "not a sweep run root"),
 ]
 
 
@@ -171,5 +186,7 @@ def test_bad_values_exit_2_with_one_line_and_create_nothing(
 
 def _takes_quiet(command: str) -> bool:
     """--quiet is an option of the commands that show progress (it keeps stderr for the error alone)."""
-    return command.split()[0] in ("train", "compare", "dydiff") or command.split()[:2] in (
-        ["store", "import"], ["store", "merge"], ["datasets", "build"], ["diagnose", "dydiff"])
+    words = command.split()
+    return words[0] in ("train", "compare", "dydiff", "generate", "plan") or words[:2] in (
+        ["store", "import"], ["store", "merge"], ["datasets", "build"], ["diagnose", "dydiff"],
+        ["sweep", "run"])
