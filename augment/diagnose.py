@@ -196,6 +196,9 @@ class _Simulator:
     def __init__(self, env_id: str) -> None:
         import gymnasium as gym
 
+        from stores.sources import install_mujoco_warning_handler
+
+        install_mujoco_warning_handler()  # MuJoCo's warnings to the log, not MUJOCO_LOG.TXT in the cwd
         try:
             self.env = gym.make(env_id)
         except gym.error.Error as exc:  # unknown / unavailable env id

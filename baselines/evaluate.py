@@ -89,6 +89,9 @@ def make_env(env_id: str) -> gym.Env:
         from stores.maze_env import require_gymnasium_robotics  # also registers the maze2d ids
 
         require_gymnasium_robotics()  # UserInputError naming the [maze] extra when missing
+    from stores.sources import install_mujoco_warning_handler
+
+    install_mujoco_warning_handler()  # MuJoCo's warnings to the log, not MUJOCO_LOG.TXT in the cwd
     try:
         return gym.make(env_id)
     except gym.error.Error as exc:

@@ -5,7 +5,7 @@ resumable, with one set of tables at the end.
 
 1. validates the grid and resolves every arm (any registered arm: base, synthetic:STORE, dydiff,
    generators, planners) and loads every dataset once here, building a missing recipe before any run
-   starts;
+   starts - all before ``ROOT`` or ``ROOT/sweep.lock`` is created, so bad input leaves nothing behind;
 2. skips finished cells (results.json), resumes interrupted ones from their checkpoints (the arms' runners
    continue a partial run directory), and leaves cells that failed in an earlier invocation alone unless
    ``retry_failed``;
@@ -52,6 +52,7 @@ from baselines.sweep_state import (
     cell_status,
     check_budget,
     driver_lock,
+    lock_is_held,
     manifest_cells,
     read_manifest,
     record_failure,
@@ -60,6 +61,7 @@ from baselines.sweep_state import (
     write_manifest,
 )
 from baselines.sweep_worker import SHARED_ENV, CellOutcome, CellPayload
+from stores.errors import UserInputError
 
 __all__ = ["EngineOptions", "RunResources", "SweepResult", "SweepSpec", "SweepStatus", "build",
            "report_sweep", "run_sweep", "sweep_status"]
@@ -125,14 +127,21 @@ def run_sweep(spec: SweepSpec, engine: EngineOptions | None = None, *, retry_fai
     spec.validate()
     engine.validate()
     root = Path(spec.root)
+    # every input check before ROOT or ROOT/sweep.lock is created: a bad arm, dataset or budget leaves nothing
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"--root '{root}' is a file; name a directory for the sweep (it is created)")
+    if lock_is_held(root / "sweep.lock"):
+        raise UserInputError(f"another `augment sweep` is running on {root}; wait for it to end "
+                             f"(`augment sweep status {root}`) or use another root")
+    check_budget(root, spec)
+    names = _prepare(spec, progress)
     root.mkdir(parents=True, exist_ok=True)
     if log is None:
         log = (lambda text: tqdm.write(text, file=sys.stderr)) if progress else (lambda text: None)
     started = time.perf_counter()
     invocation = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with driver_lock(root):
-        check_budget(root, spec)
-        names = _prepare(spec, progress)
+        check_budget(root, spec)  # again under the lock: another driver may have started meanwhile
         cells = expand(spec, names)
         write_manifest(root, spec, cells, invocation=invocation, engine=engine.engine)
         before = {c.cell_id: cell_status(root, c) for c in cells}

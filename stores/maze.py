@@ -199,6 +199,9 @@ def random_goal(grid: list[list[int]], rng: np.random.Generator, noise: float = 
 def _make(maze: str) -> Any:
     import gymnasium as gym
 
+    from stores.sources import install_mujoco_warning_handler
+
+    install_mujoco_warning_handler()  # MuJoCo's warnings to the log, not MUJOCO_LOG.TXT in the cwd
     return gym.make(maze_env_id(maze))
 
 

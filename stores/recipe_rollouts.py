@@ -17,9 +17,13 @@ ActFn = Callable[[np.ndarray], np.ndarray]
 
 
 def make_env(env_id: str, max_episode_steps: int) -> Any:
-    """``gym.make(env_id, max_episode_steps=...)``."""
+    """``gym.make(env_id, max_episode_steps=...)``, MuJoCo's warnings routed to the log (no
+    ``MUJOCO_LOG.TXT`` in the working directory, :func:`stores.sources.install_mujoco_warning_handler`)."""
     import gymnasium as gym
 
+    from stores.sources import install_mujoco_warning_handler
+
+    install_mujoco_warning_handler()
     return gym.make(env_id, max_episode_steps=max_episode_steps)
 
 

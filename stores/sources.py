@@ -316,11 +316,12 @@ def _log_mujoco_warning(message: str) -> None:
     logging.getLogger("mujoco").info("MuJoCo: %s", message.strip())
 
 
-@contextlib.contextmanager
-def quiet_mujoco() -> Iterator[None]:
-    """Route MuJoCo's C-level warnings (printed to the terminal and appended to ``MUJOCO_LOG.TXT`` in the
-    working directory by default) to the ``mujoco`` logger at INFO, process-wide from the first call, and
-    silence Python warnings (Gymnasium's deprecation notices) inside the block."""
+def install_mujoco_warning_handler() -> None:
+    """Route MuJoCo's C-level warnings (by default printed to the terminal and appended to
+    ``MUJOCO_LOG.TXT`` in the working directory, e.g. HalfCheetah's "settotalmass is deprecated" at
+    ``gym.make``) to the ``mujoco`` logger at INFO, process-wide. Every place that makes an env calls it
+    first (:func:`env_dims`, the recipes' and the evaluation's ``make_env``, the diagnostics, the mazes);
+    a handler installed by the caller is kept."""
     try:
         import mujoco
 
@@ -328,6 +329,13 @@ def quiet_mujoco() -> Iterator[None]:
             mujoco.set_mju_user_warning(_log_mujoco_warning)
     except (ImportError, AttributeError):  # pragma: no cover - mujoco comes with gymnasium[mujoco]
         pass
+
+
+@contextlib.contextmanager
+def quiet_mujoco() -> Iterator[None]:
+    """:func:`install_mujoco_warning_handler`, and silence Python warnings (Gymnasium's deprecation
+    notices) inside the block."""
+    install_mujoco_warning_handler()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield

@@ -153,7 +153,17 @@ CASES: list[tuple[str, str]] = [
     ("plan dmemm --dataset hop.npz --profile smoke --set nope=1", "unknown name 'nope'"),
     ("plan dmemm --dataset hop.npz --profile smoke --episodes 0", "--episodes"),
     ("plan dmemm --dataset hop.npz --profile smoke --out plain.txt", "'plain.txt' is a file"),
+    ("generate synther --dataset hop.npz --n 10 --out udir --overwrite", "'udir' is a directory augment did"),
+    ("generate synther --dataset hop.npz --n 10 --out plain.txt --overwrite", "a file augment did not make"),
+    ("generate synther --dataset hop.npz --n 10 --out busy.zarr --overwrite", "in use by another writer"),
+    ("generate synther --dataset hop.npz --n 10 --out run --overwrite", "only replaces a replay store"),
+    ("dydiff --policy td3bc --dataset hop.npz --profile smoke --steps 0 --out d", "steps must be >= 1"),
+    ("dydiff --policy td3bc --dataset hop.npz --profile smoke --out plain.txt", "'plain.txt' is a file"),
+    ("dydiff --policy td3bc --dataset hop.npz --profile smoke --out udir", "a directory augment did not"),
+    ("dydiff --policy td3bc --dataset r1e30.npz --profile smoke --out d", "'rewards' reaches 1e+30"),
     ("sweep run nope.yaml", "does not exist"),
+    ("sweep run --dataset hop.npz --arm nope --root sw", "unknown name 'nope'"),
+    ("sweep run --dataset nope.npz --root sw", "no such file"),
     ("sweep run --dataset hop.npz --seeds a-b --root sw", "seeds"),
     ("sweep status udir", "not a sweep run root"),
     ("sweep report udir", "not a sweep run root"),
@@ -182,6 +192,62 @@ def test_bad_values_exit_2_with_one_line_and_create_nothing(
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     assert after == before, "the command created or changed files"
     assert not (Path(os.getcwd()) / "runs").exists()
+
+
+#: The cases above whose command fits models (generators, DyDiff): they must fail before fitting anything.
+FITTING = [c for c, _ in CASES
+           if c.startswith(("generate synther --dataset hop.npz", "dydiff --policy td3bc"))
+           and " --out " in c]
+
+
+@pytest.mark.parametrize("command", FITTING)
+def test_bad_outputs_and_values_fail_before_any_model_is_fitted(
+        command: str, scratch: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The checks run before the (minutes-long) model fits: fitting here fails the test."""
+    import shlex
+
+    from augment.generators import dydiff, offline
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was fitted before the inputs were checked")
+
+    monkeypatch.setattr(offline, "fit_generator", no_fit)
+    monkeypatch.setattr(dydiff.DyDiffGenerator, "fit", no_fit)
+    monkeypatch.chdir(scratch)
+    busy = ReplayStore.open(scratch / "busy.zarr", mode="a")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*shlex.split(command), "--quiet"])
+    finally:
+        busy.close()
+    _, err = capfd.readouterr()
+    assert exit_info.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "model was fitted" not in err, err
+
+
+def test_recipe_envs_route_mujoco_warnings_away_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HalfCheetah's model warns at ``gym.make`` ("settotalmass is deprecated"); with MuJoCo's default
+    handler that appends to MUJOCO_LOG.TXT in the cwd. The recipes' make_env installs the toolkit's handler
+    first (the handler is reset to MuJoCo's default here, so an earlier test cannot have installed it)."""
+    import mujoco
+
+    from stores.recipe_rollouts import make_env
+
+    previous = mujoco.get_mju_user_warning()
+    monkeypatch.chdir(tmp_path)
+    mujoco.set_mju_user_warning(None)
+    try:
+        env = make_env("HalfCheetah-v5", 5)
+        env.reset(seed=0)
+        env.unwrapped.data.qvel[:] = np.nan  # and a run-time warning: "Nan, Inf or huge value in QVEL"
+        env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        env.close()
+        assert mujoco.get_mju_user_warning() is not None
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _takes_quiet(command: str) -> bool:

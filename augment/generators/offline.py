@@ -3,7 +3,8 @@
 :func:`generate_store` is the library call behind the command and the plain-Python entry point:
 
 1. :func:`check_generate_request` checks everything it can before any expensive work: the generator's
-   name, ``n >= 1``, that the output store does not exist (unless ``overwrite``), and that a policy file is
+   name, ``n >= 1``, that the output store does not exist (with ``overwrite``: that it is a replay store no
+   process is writing, :func:`check_generate_out`), and that a policy file is
    a loadable d3rlpy learner; after the dataset is loaded, that the policy's observation and action sizes
    fit the data. Nothing is written when a check fails.
 2. the generator is built for the profile (:func:`build_generator`) and fitted (models from the caches);
@@ -34,6 +35,7 @@ import numpy as np
 from augment.generators.base import check_generator, generator_class
 from augment.profiles import by_profile, resolve_profile
 from stores.errors import UserInputError
+from stores.guards import check_replaceable
 from stores.schema import OfflineDataset, TrajectoryBatch
 
 #: Generators that ignore the policy (they upsample the data's own distribution).
@@ -321,6 +323,18 @@ class GenerateResult:
                 "transitions/s": self.transitions_per_s, "transitions/CPU-s": self.transitions_per_cpu_s}
 
 
+def check_generate_out(out: Path | None, *, overwrite: bool = False) -> None:
+    """UserInputError when the output store may not be written: it exists and ``overwrite`` is off, or
+    (``overwrite``) it is not a replay store or another process is writing it
+    (:func:`stores.guards.check_replaceable`). Checked before the generator is fitted."""
+    if out is None:
+        return
+    if overwrite:
+        check_replaceable(out, ("store",))
+    elif Path(out).exists() or Path(out).is_symlink():
+        raise UserInputError(f"'{out}' already exists; choose another --out or pass --overwrite")
+
+
 def check_generate_request(generator: str, n: int, out: Path | None, *, overwrite: bool = False,
                            policy: Any = "behavior") -> Any:
     """The checks that need no data (generator name, n, output path, policy file). Returns the loaded
@@ -328,8 +342,7 @@ def check_generate_request(generator: str, n: int, out: Path | None, *, overwrit
     check_generator(generator)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise UserInputError(f"--n must be a positive number of transitions (got {n})")
-    if out is not None and Path(out).exists() and not overwrite:
-        raise UserInputError(f"'{out}' already exists; choose another --out or pass --overwrite")
+    check_generate_out(out, overwrite=overwrite)
     if generator not in POLICY_FREE and isinstance(policy, (str, Path)) and str(policy) != "behavior":
         return load_learner(policy)
     return None
@@ -407,8 +420,7 @@ def generate_store(generator: str | Any, dataset: OfflineDataset, n: int, out: s
         preloaded_policy = preloaded_policy or check_generate_request(name, n, out_path, overwrite=overwrite,
                                                                       policy=policy)
     else:
-        if out_path is not None and out_path.exists() and not overwrite:
-            raise UserInputError(f"'{out_path}' already exists; choose another --out or pass --overwrite")
+        check_generate_out(out_path, overwrite=overwrite)
         if n < 1:
             raise UserInputError(f"--n must be a positive number of transitions (got {n})")
         if preloaded_policy is None and isinstance(policy, (str, Path)) and str(policy) != "behavior" \
