@@ -62,6 +62,8 @@ def dydiff_config(dataset_name: str, *, profile: str, filter: str | None = None,
         "real_ratio": real_ratio, "rollout_batch": rollout_batch, "rollout_interval": rollout_interval,
         "eta": eta, "iteration_rule": iteration_rule, "dynamics": dynamics, "sdedit_sigma": sdedit_sigma,
         "max_synthetic": max_synthetic}.items() if v is not None}
+    if overrides.get("sdedit_sigma") == 0:  # 0 turns SDEdit starts off (the cpu profile has them on)
+        overrides["sdedit_sigma"] = None
     if "rollout_batch" in overrides:
         overrides["sample_batch"] = min(cfg.sample_batch, int(overrides["rollout_batch"]))
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
@@ -139,10 +141,16 @@ def train_with_dydiff(dataset: Any, learner: str, cfg: DyDiffConfig, config: Any
 
     ``config`` is the loop's TrainConfig (its rollout schedule should come from ``cfg``, see
     :func:`train_config`); world_config / diffusion_config: the models' configs (None: the profile's).
-    Returns the loop's RunResult; the store's attributes name DyDiff's settings.
+    Returns the loop's RunResult; the store's attributes name DyDiff's settings. Bad inputs
+    (:func:`baselines.preflight.check_train_inputs`) fail with a UserInputError before anything is fitted
+    or written.
     """
     from baselines.loop import train
+    from baselines.preflight import check_train_inputs
 
+    # every check of the run (learner budget, --out, device, data magnitudes, env fit) before the models
+    # are fitted or the run's synthetic store is created: bad input costs nothing and leaves nothing
+    check_train_inputs(dataset, config, run_dir)
     quiet = not progress
     for line in cfg.explain():
         _echo(quiet, line)
@@ -287,11 +295,14 @@ def _fmt(value: Any) -> str:
 @click.option("--steps", type=int, default=None,
               help="Learner updates (the profile's training budget, as `augment train`).")
 @click.option("--iteration-rule", type=click.Choice(ITERATION_RULES), default=None,
-              help="replace (paper text, default) or average (official code: (new + old) / 2).")
+              help="replace (paper text; default at smoke/paper) or average (official code: (new + old) / 2; "
+                   "default at cpu, the winner of the cpu diagnose).")
 @click.option("--dynamics", type=click.Choice(DYNAMICS_MODES), default=None,
-              help="Single-step model: sample (default) or mean (elite mean, official code).")
+              help="Single-step model: sample (default at smoke/paper) or mean (elite mean, official code; "
+                   "default at cpu).")
 @click.option("--sdedit-sigma", type=float, default=None,
-              help="Start each refinement from the previous states noised to this sigma (off by default).")
+              help="Start each refinement from the previous states noised to this sigma (SDEdit); 0 turns it "
+                   "off. Default: 0.5 at cpu, off at smoke/paper.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
 def dydiff_command(learner: str, dataset: str, profile: str | None, seed: int, filter_kind: str | None,

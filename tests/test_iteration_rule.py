@@ -233,3 +233,18 @@ def json_keys(cfg) -> set[str]:
                                                                    "relative_states")}
     assert hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12] == cfg.config_hash()
     return set(data)
+
+
+def test_cpu_profile_takes_the_diagnose_winner_and_paper_keeps_the_text() -> None:
+    from augment.commands import dydiff_config
+    from augment.generators.dydiff import DyDiffConfig
+
+    cpu = DyDiffConfig.for_profile("cpu", "hopper-medium-replay")
+    assert (cpu.iteration_rule, cpu.dynamics, cpu.sdedit_sigma) == ("average", "mean", 0.5)
+    assert any("SDEdit" in note for note in cpu.notes)
+    for profile in ("paper", "smoke"):
+        cfg = DyDiffConfig.for_profile(profile, "hopper-medium-replay")
+        assert (cfg.iteration_rule, cfg.dynamics, cfg.sdedit_sigma) == ("replace", "sample", None)
+    text = dydiff_config("hopper-medium-replay", profile="cpu", iteration_rule="replace", dynamics="sample",
+                         sdedit_sigma=0.0)
+    assert (text.iteration_rule, text.dynamics, text.sdedit_sigma) == ("replace", "sample", None)

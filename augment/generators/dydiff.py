@@ -191,8 +191,13 @@ class DyDiffConfig:
         random / expert / unknown data: 0.8). M: 2 for locomotion, 1 for Maze2D. The ``cpu`` and ``smoke``
         profiles shrink B_r and L and keep the paper's rollout interval (500 updates) and pool age: the
         FIFO holds the last :data:`POOL_ROUNDS` rounds, as the paper's 2M buffer does; ``notes`` says how
-        and why. The iteration rule and dynamics noise default to the paper's text (``replace``,
-        ``sample``); docs/dydiff.md has the measurements that compare them with the official code's.
+        and why. The iteration rule and dynamics noise follow the paper's text (``replace``, ``sample``) at
+        ``paper`` and ``smoke``; at ``cpu`` they follow the measured winner of the fixed diagnose on the cpu
+        hopper-medium-replay recipe (benchmarks/RESULTS.md, "DyDiff dose-response"): the official code's
+        ``average`` rule with ``mean`` dynamics and SDEdit starts from sigma 0.5, the only variant whose
+        refined rollouts beat the single-step model's at the end of the horizon for every M at the cpu
+        denoiser's 3,000 steps (E_32 166/160/162 for M = 1/2/3 vs 180 for M = 0), at 23 instead of 67
+        denoiser calls per sample.
         """
         profile = resolve_profile(profile)
         kind = dataset_kind(dataset_name)
@@ -219,9 +224,18 @@ class DyDiffConfig:
                 f"rows are at most ~{POOL_ROUNDS * interval:,} updates old, as in the paper's 2M buffer",
                 "unchanged from the paper: M, eta, softmax temperature 0.05, real ratio 0.6, batch 256",
             )
+        cpu_rule = profile == "cpu"
+        if cpu_rule:
+            notes = (*notes, "iterations average with the previous states, the single-step model takes the "
+                             "elite mean, and each iteration starts from the previous states noised to sigma "
+                             "0.5 (SDEdit) - the official code's rule plus SDEdit, the winner of the cpu "
+                             "diagnose (docs/dydiff.md); --iteration-rule replace --dynamics sample "
+                             "--sdedit-sigma 0 gives the paper's text")
         return cls(iterations=iterations, rollout_batch=rollout_batch, rollout_length=rollout_length,
                    rollout_interval=interval, eta=eta, sample_batch=sample_batch,
-                   max_synthetic=max_synthetic, profile=profile, dataset=str(dataset_name), notes=notes)
+                   max_synthetic=max_synthetic, profile=profile, dataset=str(dataset_name), notes=notes,
+                   iteration_rule="average" if cpu_rule else "replace",
+                   dynamics="mean" if cpu_rule else "sample", sdedit_sigma=0.5 if cpu_rule else None)
 
     def explain(self) -> list[str]:
         """Lines for the user: the profile and, when scaled down, what changed from the paper and why."""
