@@ -259,3 +259,18 @@ def test_config_bounds_and_aliases() -> None:
     assert dataset_kind("hopper-random") == "random" and dataset_kind("walker2d-expert") == "expert"
     with pytest.raises(UserInputError, match="rollout batch"):
         make(1, 4).generate(0, LinearPolicy(), np.random.default_rng(0))
+
+
+def test_filter_keeps_at_least_one_and_profiles_keep_their_inputs() -> None:
+    from augment.generators.dydiff import select_trajectories
+    from augment.world import WorldModelConfig
+
+    scores = np.array([0.5, 2.0, -1.0])
+    np.testing.assert_array_equal(select_trajectories(scores, "hardmax", 0.2, 0.05, np.random.default_rng(0)),
+                                  [1])  # floor(0.2 * 3) = 0, but one row is always kept
+    with_nonfinite = np.array([1.0, -np.inf, 3.0, 2.0])
+    np.testing.assert_array_equal(select_trajectories(with_nonfinite, "hardmax", 0.5, 0.05,
+                                                      np.random.default_rng(0)), [2, 3])
+    cfg = DyDiffConfig.for_profile("smoke", "walker2d-me")
+    assert cfg.dataset == "walker2d-me" and cfg.profile == "smoke" and cfg.eta == 0.8
+    assert DyDiffGenerator(cfg, progress=False).world_config() == WorldModelConfig.for_profile("smoke")
