@@ -58,7 +58,13 @@ from stores.recipe_rollouts import collect_rollouts, evaluate_returns, make_env,
 from stores.recipe_training import RunResult, Snapshot, train_online
 from stores.schema import Episode, OfflineDataset
 from stores.scores import normalized_score
-from stores.sources import minari_dataset_dir, minari_exists, minari_root_env, read_minari, write_minari
+from stores.sources import (
+    ensure_minari_namespace,
+    minari_dataset_dir,
+    minari_exists,
+    read_minari,
+    write_minari,
+)
 
 #: v0: TD3, snapshot at a 5-episode evaluation, no checkpoints. v1: SAC, 10-episode evaluations, expert
 #: threshold, checkpoints, maze2d.
@@ -310,7 +316,8 @@ def _commit(produced: dict[str, tuple[OfflineDataset, dict[str, Any]]], *, repla
             src = tmp_root / dataset_id
             if not src.exists():
                 continue
-            _ensure_namespace(root, dataset_id.rsplit("/", 1)[0])
+            ensure_minari_namespace(root, dataset_id.rsplit("/", 1)[0],
+                                    description="datasets built by diffusion-augment recipes")
             dst = root / dataset_id
             if dst.exists():
                 old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
@@ -321,20 +328,6 @@ def _commit(produced: dict[str, tuple[OfflineDataset, dict[str, Any]]], *, repla
                 os.replace(src, dst)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-
-
-def _ensure_namespace(root: Path, namespace: str) -> None:
-    """Create Minari namespace metadata for ``namespace`` (and its parents) in ``root`` when missing."""
-    from minari.namespace import create_namespace, list_local_namespaces
-
-    with minari_root_env(root):
-        existing = set(list_local_namespaces())
-        parts = namespace.split("/")
-        for i in range(1, len(parts) + 1):
-            ns = "/".join(parts[:i])
-            if ns not in existing:
-                with contextlib.suppress(ValueError):
-                    create_namespace(ns, description="datasets built by diffusion-augment recipes")
 
 
 # --------------------------------------------------------------------------- producing the datasets

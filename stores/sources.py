@@ -460,7 +460,8 @@ def check_minari_id(dataset_id: str) -> str | None:
     return namespace
 
 
-def ensure_minari_namespace(root: str | os.PathLike[str], namespace: str) -> None:
+def ensure_minari_namespace(root: str | os.PathLike[str], namespace: str, *,
+                            description: str = "datasets written by diffusion-augment") -> None:
     """Create Minari namespace metadata for ``namespace`` (and its parents) in ``root`` when missing."""
     from minari.namespace import create_namespace, list_local_namespaces
 
@@ -471,7 +472,7 @@ def ensure_minari_namespace(root: str | os.PathLike[str], namespace: str) -> Non
             ns = "/".join(parts[:i])
             if ns not in existing:
                 with contextlib.suppress(ValueError):
-                    create_namespace(ns, description="datasets written by diffusion-augment")
+                    create_namespace(ns, description=description)
 
 
 def minari_exists(dataset_id: str, *, root: str | os.PathLike[str] | None = None) -> bool:
