@@ -23,30 +23,47 @@ trajectories from their recorded actions (:func:`dataset_window_errors`), next t
 Observations of the MuJoCo locomotion envs are ``qpos[1:]`` and ``qvel``: the x position is not observed
 and is set to 0 (no dynamics depend on it); Hopper-v5 and Walker2d clip the observed velocities to
 [-10, 10], so a clipped velocity is set as clipped.
+
+The pieces live in small modules, re-exported here: :mod:`augment.diagnose_errors` (Eq. 37 errors),
+:mod:`augment.diagnose_sim` (the MuJoCo references), :mod:`augment.diagnose_result` (the result, its
+JSON and plot) and :mod:`augment.diagnose_policy` (the learning policy).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from augment.diagnose_errors import alive_mask, mean_errors, state_errors
+from augment.diagnose_policy import PolicyTarget, learner_name_of, load_policy, train_policy_to_score
+from augment.diagnose_result import HORIZONS, DiagnosisResult, plot_diagnosis, write_diagnosis
+from augment.diagnose_sim import (
+    _Simulator,
+    closed_loop_rollout,
+    one_step_errors,
+    qpos_qvel_from_observation,
+    replay_actions,
+    stored_mask,
+)
 from augment.generators.dydiff import (
     DYNAMICS_MODES,
     ITERATION_RULES,
-    policy_actions,
     refine,
     single_step_rollout,
 )
 from baselines.protocols import Policy
 from stores.errors import UserInputError
 
-#: Horizons the summary table shows (those within L).
-HORIZONS: tuple[int, ...] = (1, 5, 10, 25, 50, 100)
+__all__ = [
+    "HORIZONS", "DiagnoseConfig", "DiagnosisResult", "IterationRollouts", "PolicyTarget", "_Simulator",
+    "alive_mask", "closed_loop_rollout", "dataset_window_errors", "diagnose_rollouts", "draw_start_states",
+    "dydiff_iterations", "learner_name_of", "load_policy", "mean_errors", "one_step_errors",
+    "plot_diagnosis", "qpos_qvel_from_observation", "replay_actions", "run_diagnosis", "state_errors",
+    "stored_mask", "summarize", "train_policy_to_score", "write_diagnosis",
+]
 
 
 @dataclass(frozen=True)
@@ -88,236 +105,6 @@ class DiagnoseConfig:
         """A short name of the rollout settings, e.g. ``replace/sample`` or ``average/mean/sdedit0.5``."""
         name = f"{self.iteration_rule}/{self.dynamics}"
         return name if self.sdedit_sigma is None else f"{name}/sdedit{self.sdedit_sigma:g}"
-
-
-@dataclass
-class DiagnosisResult:
-    """Per-M state errors against the simulator (module docstring for the three views).
-
-    errors[M] / cumulative[M]: (L,) closed-loop e_t and E_t (t = 1..L). errors_alive[M]: the same mean
-    over the start states whose reference has not terminated before step t (NaN when none).
-    reference_terminated: fraction of closed-loop references that hit the env's termination rule.
-    one_step[M]: (L,) mean over starts of ||T_sim(s_t, a_t) - s_{t+1}||^2 for t = 0..L-1 (the stored
-    transitions of iteration M); one_step_stored[M]: their mean over the transitions kept by the cut at
-    the first (model-state) terminal; stored_fraction[M]: the share of transitions kept.
-    open_loop[M]: {"errors", "cumulative": (L,), "terminated": float} of the open-loop replay.
-    dataset_windows: per predictor, (L,) errors against the dataset's own windows, or None.
-    """
-
-    env_id: str
-    dataset: str
-    rollout_length: int
-    starts: int
-    start_index: list[int]
-    errors: dict[int, list[float]] = field(default_factory=dict)
-    cumulative: dict[int, list[float]] = field(default_factory=dict)
-    errors_alive: dict[int, list[float]] = field(default_factory=dict)
-    reference_terminated: float = 0.0
-    one_step: dict[int, list[float]] = field(default_factory=dict)
-    one_step_stored: dict[int, float] = field(default_factory=dict)
-    stored_fraction: dict[int, float] = field(default_factory=dict)
-    open_loop: dict[int, dict[str, Any]] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    dataset_windows: dict[str, list[float]] | None = None
-
-    def summary_rows(self, horizons: tuple[int, ...] = HORIZONS) -> list[dict[str, Any]]:
-        """Rows (one per M): closed-loop e_t / E_t at the horizons within L, E@L, the one-step error of
-        the stored transitions and the open-loop E@L."""
-        rows = []
-        for m in sorted(self.errors):
-            row: dict[str, Any] = {"M": m}
-            for t in horizons:
-                if t <= self.rollout_length:
-                    row[f"e@{t}"] = self.errors[m][t - 1]
-            row["E@L"] = self.cumulative[m][-1]
-            row["1-step"] = self.one_step_stored.get(m, math.nan)
-            row["open-loop E@L"] = self.open_loop.get(m, {}).get("cumulative", [math.nan])[-1]
-            rows.append(row)
-        return rows
-
-    def refined_beats_single_step(self) -> dict[int, bool]:
-        """For M >= 1: is the closed-loop E_L below M = 0's (the issue's acceptance test)?"""
-        base = self.cumulative[0][-1]
-        return {m: bool(self.cumulative[m][-1] < base) for m in sorted(self.cumulative) if m >= 1}
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("errors", "cumulative", "errors_alive", "one_step", "one_step_stored", "stored_fraction",
-                    "open_loop"):
-            data[key] = {str(k): v for k, v in data[key].items()}
-        data["summary"] = self.summary_rows()
-        data["refined_beats_single_step"] = {str(k): v for k, v in self.refined_beats_single_step().items()}
-        return data
-
-
-# ----------------------------------------------------------------------------------------------------
-# pure functions
-# ----------------------------------------------------------------------------------------------------
-
-def state_errors(model_states: np.ndarray, sim_states: np.ndarray) -> np.ndarray:
-    """Eq. 37 per start state and step: ||s_model,t - s_t||_2^2 for t = 1..L.
-
-    model_states, sim_states: (B, L+1, obs). Returns (B, L) float64.
-    """
-    diff = model_states[:, 1:].astype(np.float64) - sim_states[:, 1:].astype(np.float64)
-    return (diff ** 2).sum(axis=-1)
-
-
-def mean_errors(per_start: np.ndarray, alive: np.ndarray | None = None) -> np.ndarray:
-    """Mean over start states of (B, L) errors -> (L,); with ``alive`` (B, L) bool only alive rows count
-    (NaN where none is alive)."""
-    if alive is None:
-        return per_start.mean(axis=0)
-    counts = alive.sum(axis=0)
-    sums = np.where(alive, per_start, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def qpos_qvel_from_observation(obs: np.ndarray, nq: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
-    """Invert the locomotion observation ``[qpos[1:], qvel]`` (obs,) -> qpos (nq,) with x = 0, qvel (nv,).
-
-    A full-state observation ``[qpos, qvel]`` (nq + nv entries: maze2d's x, y, vx, vy) is split as is.
-    """
-    if obs.shape[-1] == nq + nv:
-        return np.asarray(obs[:nq], dtype=np.float64), np.asarray(obs[nq:], dtype=np.float64)
-    if obs.shape[-1] != nq - 1 + nv:
-        raise UserInputError(
-            f"observation of size {obs.shape[-1]} is not [qpos[1:] ({nq - 1}), qvel ({nv})]: the "
-            "diagnostics need a MuJoCo locomotion env (Hopper, Walker2d, HalfCheetah)")
-    qpos = np.concatenate([[0.0], obs[: nq - 1]]).astype(np.float64)
-    qvel = np.asarray(obs[nq - 1: nq - 1 + nv], dtype=np.float64)
-    return qpos, qvel
-
-
-class _Simulator:
-    """One unwrapped MuJoCo env that can be put into the state an observation describes."""
-
-    def __init__(self, env_id: str) -> None:
-        import gymnasium as gym
-
-        from stores.sources import install_mujoco_warning_handler
-
-        install_mujoco_warning_handler()  # MuJoCo's warnings to the log, not MUJOCO_LOG.TXT in the cwd
-        try:
-            self.env = gym.make(env_id)
-        except gym.error.Error as exc:  # unknown / unavailable env id
-            raise UserInputError(f"cannot make env '{env_id}' for the diagnostics: {exc}") from exc
-        self.core: Any = self.env.unwrapped
-        if not hasattr(self.core, "set_state") or not hasattr(self.core, "model"):
-            self.env.close()
-            raise UserInputError(f"env '{env_id}' is not a MuJoCo env; the diagnostics need qpos/qvel")
-        self.nq, self.nv = int(self.core.model.nq), int(self.core.model.nv)
-        self.low, self.high = self.env.action_space.low, self.env.action_space.high
-        self.env.reset(seed=0)
-
-    def set_observation(self, obs: np.ndarray) -> np.ndarray:
-        qpos, qvel = qpos_qvel_from_observation(np.asarray(obs, dtype=np.float64), self.nq, self.nv)
-        self.core.set_state(qpos, qvel)
-        return np.asarray(self.core._get_obs(), dtype=np.float32)
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
-        obs, _, terminated, _, _ = self.core.step(np.clip(action, self.low, self.high))
-        return np.asarray(obs, dtype=np.float32), bool(terminated)
-
-    def close(self) -> None:
-        self.env.close()
-
-
-def replay_actions(env_id: str, s0: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Execute ``actions`` open-loop in MuJoCo from each start state.
-
-    s0: (B, obs); actions: (B, L, act) clipped to the env's action box. Returns sim states (B, L+1, obs)
-    float32 (``[:, 0]`` is the observation after setting the state) and ``terminal_step`` (B,) int64, the
-    first step t (0-based, state s_{t+1}) where the env's termination rule held, -1 when none. The physics
-    keeps running past a termination (the unwrapped env is stepped directly) so every step has a
-    reference state.
-    """
-    sim = _Simulator(env_id)
-    b, length = actions.shape[:2]
-    out = np.zeros((b, length + 1, s0.shape[-1]), dtype=np.float32)
-    terminal_step = np.full(b, -1, dtype=np.int64)
-    try:
-        for i in range(b):
-            out[i, 0] = sim.set_observation(s0[i])
-            for t in range(length):
-                out[i, t + 1], terminated = sim.step(actions[i, t])
-                if terminated and terminal_step[i] < 0:
-                    terminal_step[i] = t
-    finally:
-        sim.close()
-    return out, terminal_step
-
-
-def closed_loop_rollout(env_id: str, s0: np.ndarray, policy: Policy, length: int,
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference of Sec. 4.3: ``policy`` rolled ``length`` steps in MuJoCo from each ``s_0``.
-
-    a_t = pi(s_t) on the simulator's own states (all B rows step together, so the policy sees batches).
-    Returns states (B, L+1, obs) float32, actions (B, L, act) float32 and ``terminal_step`` (B,) int64
-    (as :func:`replay_actions`; the physics keeps running past a termination).
-    """
-    b = int(s0.shape[0])
-    sims = [_Simulator(env_id) for _ in range(b)]
-    try:
-        states = np.zeros((b, length + 1, s0.shape[-1]), dtype=np.float32)
-        for i in range(b):
-            states[:, 0][i] = sims[i].set_observation(s0[i])
-        policy.reset(b)
-        actions = []
-        terminal_step = np.full(b, -1, dtype=np.int64)
-        for t in range(length):
-            a = policy_actions(policy, states[:, t])
-            actions.append(a)
-            for i in range(b):
-                states[i, t + 1], terminated = sims[i].step(a[i])
-                if terminated and terminal_step[i] < 0:
-                    terminal_step[i] = t
-    finally:
-        for sim in sims:
-            sim.close()
-    return states, np.stack(actions, axis=1), terminal_step
-
-
-def one_step_errors(env_id: str, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """One-step consistency: ||T_sim(s_t, a_t) - s_{t+1}||^2 for every transition of every row.
-
-    states: (B, L+1, obs), actions: (B, L, act). The simulator is set to s_t (qpos/qvel from the
-    observation, x = 0) and stepped once with a_t. Returns (B, L) float64 (t = 0..L-1).
-    """
-    sim = _Simulator(env_id)
-    b, length = actions.shape[:2]
-    out = np.zeros((b, length), dtype=np.float64)
-    try:
-        for i in range(b):
-            for t in range(length):
-                sim.set_observation(states[i, t])
-                nxt, _ = sim.step(actions[i, t])
-                out[i, t] = float(((nxt.astype(np.float64) - states[i, t + 1]) ** 2).sum())
-    finally:
-        sim.close()
-    return out
-
-
-def stored_mask(env_id: str, states: np.ndarray) -> np.ndarray:
-    """(B, L) bool: the transitions DyDiff would store, i.e. up to and including the first step whose next
-    state the env's termination rule marks terminal (as ``dydiff.truncate_at_terminals`` cuts them)."""
-    from augment.generators.dydiff import truncate_at_terminals
-    from augment.world.termination import termination_fn
-
-    b, l_plus_1, obs = states.shape
-    rule = termination_fn(env_id)
-    flags = np.asarray(rule(states[:, 1:].reshape(b * (l_plus_1 - 1), obs)), dtype=bool).reshape(b, -1)
-    lengths, _ = truncate_at_terminals(flags)
-    return np.arange(l_plus_1 - 1)[None, :] < lengths[:, None]
-
-
-def alive_mask(terminal_step: np.ndarray, length: int) -> np.ndarray:
-    """(B, L) bool: state s_t (t = 1..L) counts while the simulated trajectory had not terminated before
-    it (the terminal state itself counts). terminal_step: (B,) from :func:`replay_actions`."""
-    t = np.arange(1, length + 1)[None, :]
-    first = np.where(terminal_step < 0, length, terminal_step)[:, None]
-    return t <= first + 1
 
 
 @dataclass
@@ -474,148 +261,3 @@ def summarize(raw: dict[str, Any], dataset: Any, idx: np.ndarray, config: Diagno
         rng = np.random.default_rng([config.seed, 2])
         result.dataset_windows = dataset_window_errors(dataset, world, diffusion, length, int(idx.size), rng)
     return result
-
-
-def plot_diagnosis(result: DiagnosisResult, path: Path) -> Path:
-    """Four panels (log scale), one line per M: closed-loop e_t, closed-loop E_t, one-step consistency per
-    step, and the open-loop replay's E_t with the data-window reference. Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    steps = np.arange(1, result.rollout_length + 1)
-    for m in sorted(result.errors):
-        label = "M=0 (single-step model)" if m == 0 else f"M={m}"
-        axes[0, 0].plot(steps, result.errors[m], label=label)
-        axes[0, 1].plot(steps, result.cumulative[m], label=label)
-        axes[1, 0].plot(np.arange(result.rollout_length), result.one_step[m], label=label)
-        if m in result.open_loop:
-            axes[1, 1].plot(steps, result.open_loop[m]["cumulative"], label=f"{label}, open-loop replay")
-    if result.dataset_windows is not None:
-        for name, errs in result.dataset_windows.items():
-            if name != "constant_s0":
-                axes[1, 1].plot(steps, np.cumsum(errs), linestyle="--", alpha=0.7,
-                                label=f"{name.replace('_', '-')} on data windows (recorded actions)")
-    axes[0, 0].set_title("closed loop: e_t = ||s_t - s_t^ref||^2 (one reference: pi in MuJoCo)")
-    axes[0, 1].set_title("closed loop: running sum E_t")
-    axes[1, 0].set_title("one-step consistency ||T_sim(s_t, a_t) - s_{t+1}||^2")
-    axes[1, 1].set_title("secondary: open-loop replay E_t (own reference per M)")
-    for ax in axes.ravel():
-        ax.set_xlabel("rollout step t")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    variant = result.meta.get("variant", "")
-    fig.suptitle(f"{result.dataset} ({result.env_id}): {result.starts} real start states, {variant}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_diagnosis(result: DiagnosisResult, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``diagnose.json`` and ``diagnose.png`` under ``out_dir``; returns both paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "diagnose.json"
-    json_path.write_text(json.dumps(result.to_json(), indent=2, allow_nan=True))
-    return json_path, plot_diagnosis(result, out_dir / "diagnose.png")
-
-
-# ----------------------------------------------------------------------------------------------------
-# the learning policy
-# ----------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PolicyTarget:
-    """How the diagnostics make their learning policy when none is given: train ``learner`` on the real
-    data, evaluating every ``eval_every`` updates with ``episodes`` episodes, until the mean normalized
-    score reaches ``score`` or ``max_steps`` updates have run (then it says so loudly)."""
-
-    score: float
-    max_steps: int
-    eval_every: int
-    episodes: int
-
-    @classmethod
-    def for_profile(cls, profile: str) -> PolicyTarget:
-        """smoke: 5 within 50 updates (not reached: tests only); cpu: 12 within 50k updates (TD3+BC on
-        the cpu hopper-medium-replay recipe passes 12 between 17k and 30k updates, benchmarks/RESULTS.md);
-        paper: 50 within 300k updates (App. D.3's "expert" TD3+BC)."""
-        from augment.profiles import by_profile
-
-        return by_profile(profile, smoke=cls(5.0, 50, 25, 2), cpu=cls(12.0, 50_000, 2_500, 5),
-                          paper=cls(50.0, 300_000, 10_000, 10))
-
-
-def learner_name_of(algo: Any) -> str:
-    """``td3bc`` / ``cql`` / ``iql`` from a d3rlpy learner's class."""
-    name = type(algo).__name__.lower()
-    for key, learner in (("td3", "td3bc"), ("cql", "cql"), ("iql", "iql")):
-        if key in name:
-            return learner
-    raise UserInputError(f"the saved learner is a {type(algo).__name__}; the diagnostics know td3bc, "
-                         "cql and iql")
-
-
-def load_policy(path: Path) -> tuple[Any, str]:
-    """A saved learner (``model.d3`` of a run, or a run directory holding one) -> (d3rlpy algo, name)."""
-    import d3rlpy
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.d3"
-    if not path.is_file():
-        raise UserInputError(f"no saved learner at {path}; pass a run's model.d3 (augment train writes one)")
-    algo = d3rlpy.load_learnable(str(path))
-    return algo, learner_name_of(algo)
-
-
-def train_policy_to_score(dataset: Any, learner: str, target: PolicyTarget, *, seed: int = 0,
-                          progress: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Train ``learner`` on the real transitions until ``target.score`` or ``target.max_steps``.
-
-    Returns (d3rlpy algo, record) with record = {steps, score, target, reached, evaluations: [(step,
-    score)]}; the score is the mean normalized score of ``target.episodes`` evaluation episodes.
-    """
-    from tqdm import tqdm
-
-    from baselines.evaluate import evaluate
-    from baselines.learners import LearnerPolicy, make_learner
-    from baselines.loop import score_name_for
-    from baselines.sampler import MixedSampler
-    from baselines.seeding import derive_seed, seed_everything
-
-    if dataset.env_id is None:
-        raise UserInputError(f"dataset '{dataset.name}' names no env to evaluate the policy in")
-    seed_everything(seed)
-    algo = make_learner(learner, dataset, seed=seed, total_steps=target.max_steps)
-    sampler = MixedSampler(dataset.transitions, batch_size=256, real_ratio=1.0,
-                           seed=derive_seed(seed, "diagnose-sampler"))
-    score_name = score_name_for(dataset, dataset.env_id)
-    evaluations: list[tuple[int, float]] = []
-    score, step = math.nan, 0
-    bar = tqdm(total=target.max_steps, desc=f"{learner} policy to score {target.score:g}",
-               disable=not progress, leave=False)
-    while step < target.max_steps:
-        chunk = min(target.eval_every, target.max_steps - step)
-        for _ in range(chunk):
-            algo.update(sampler.sample())
-        step += chunk
-        bar.update(chunk)
-        result = evaluate(LearnerPolicy(algo), dataset.env_id, episodes=target.episodes,
-                          seed=derive_seed(seed, "diagnose-eval"), score_name=score_name,
-                          num_envs=target.episodes)
-        score = float(result.normalized_mean)
-        evaluations.append((step, score))
-        bar.set_postfix(score=f"{score:.1f}")
-        if score >= target.score:
-            break
-    bar.close()
-    record = {"steps": step, "score": score, "target": target.score, "reached": bool(score >= target.score),
-              "max_steps": target.max_steps, "evaluations": evaluations, "learner": learner}
-    return algo, record

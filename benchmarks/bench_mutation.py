@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
     parser.add_argument("--within", nargs="*", default=[],
                         help="draw --sample only among mutants whose names match these globs (e.g. "
-                             "'augment.generators.dydiff.*'); reuses the module's scratch copy, own record")
+                             "'augment.generators.dydiff*'); reuses the module's scratch copy, own record")
     parser.add_argument("--summarise", action="store_true",
                         help="re-read the verdicts of the last scratch copy without running mutmut")
     parser.add_argument("--list", action="store_true", help="print the modules and their tests, then exit")
