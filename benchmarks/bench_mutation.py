@@ -75,8 +75,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
                      "tests/test_termination.py::test_unknown_env_falls_back_to_never_with_one_warning")),
     Target("baselines/sampler.py", ("baselines/sampler.py",),
            ("tests/test_sampler.py", "tests/test_sampler_exact.py", "tests/test_dydiff_schedule.py")),
-    Target("stores/replay.py", ("stores/replay.py",),
-           ("tests/test_replay_exact.py", "tests/test_replay.py", "tests/test_truncate.py"),
+    # stores/replay.py was split into replay_{schema,chunks,input,reader,writer}.py; the same code is mutated
+    Target("stores/replay.py", ("stores/replay.py", "stores/replay_*.py"),
+           ("tests/test_replay_exact.py", "tests/test_replay.py", "tests/test_truncate.py",
+            "tests/test_replay_mutants.py"),
            # the kill -9 fault tests (tests/test_replay_crash.py, the kills of test_truncate.py) spawn a
            # writer per case and take 3-10 s each: a mutation run over them does not fit the CPU budget
            deselect=("tests/test_truncate.py::test_kill_during_truncate_leaves_old_or_new_length",)),

@@ -18,7 +18,9 @@ goes through these guards:
   the next command writing to the same target removes those of dead processes (:func:`sweep_leftovers`).
 * :func:`run_lock`: one ``augment train`` per run directory at a time.
 * :func:`user_error_from_os`: an ``OSError`` of the disk (read-only 30, full 28, permission 13 / 1,
-  quota 122, file size limit 27, ...) as one :class:`UserInputError` line with the path and a fix.
+  quota 122, file size limit 27, ...) as one :class:`UserInputError` line with the path and a fix
+  (:mod:`stores.guard_errors`, re-exported here with :func:`os_error_line`, :func:`disk_errors` and
+  :data:`DISK_ERRNOS`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from stores.errors import UserInputError
+from stores.guard_errors import _OS_HINTS as _OS_HINTS  # re-exported
+from stores.guard_errors import DISK_ERRNOS, disk_errors, os_error_line, user_error_from_os
 
 try:
     import fcntl
@@ -53,55 +57,6 @@ _LEFTOVER = re.compile(rf"^\.(?P<name>.+)\.(?P<tag>{TMP_TAG}|{TRASH_TAG})-(?P<pi
 
 #: Kinds of things ``--overwrite`` may replace.
 KINDS = ("store", "run", "export", "minari")
-
-# --------------------------------------------------------------------------- disk errors
-
-#: errno -> what to tell the user.
-_OS_HINTS = {
-    errno.ENOSPC: "the disk is full; free space or choose another location",
-    errno.EROFS: "the file system is read-only; choose a writable location",
-    errno.EACCES: "permission denied; choose a location you can write to",
-    errno.EPERM: "operation not permitted; choose a location you can write to",
-    errno.EDQUOT: "the disk quota is exceeded; free space or choose another location",
-    errno.EFBIG: "the file is larger than this process may write (ulimit -f); raise the limit",
-    errno.EISDIR: "it is a directory; name a file",
-    errno.ENOTDIR: "a part of the path is a file, not a directory",
-    errno.EEXIST: "it already exists",
-    errno.ENOENT: "no such file or directory",
-    errno.ENAMETOOLONG: "the name is too long",
-    errno.EIO: "the disk reported an I/O error",
-}
-#: The errnos that mean "the disk refused the write"; every writer turns these into a UserInputError.
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG,
-                         errno.EIO})
-
-
-def os_error_line(exc: OSError, path: str | os.PathLike[str] | None = None, action: str = "write") -> str:
-    """One line for an OSError: ``cannot write '<path>': <strerror> (errno N); <hint>``."""
-    where = exc.filename if path is None else path
-    target = f" '{where}'" if where is not None else ""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    code = f" (errno {exc.errno})" if exc.errno else ""
-    hint = _OS_HINTS.get(exc.errno or -1)
-    return f"cannot {action}{target}: {reason}{code}" + (f"; {hint}" if hint else "")
-
-
-def user_error_from_os(exc: OSError, path: str | os.PathLike[str] | None = None,
-                       action: str = "write") -> UserInputError:
-    """The :class:`UserInputError` for an OSError (see :func:`os_error_line`)."""
-    return UserInputError(os_error_line(exc, path, action))
-
-
-@contextlib.contextmanager
-def disk_errors(path: str | os.PathLike[str], action: str = "write") -> Iterator[None]:
-    """Turn OSErrors of the disk (:data:`DISK_ERRNOS`) raised in the block into one UserInputError line."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in DISK_ERRNOS:
-            raise user_error_from_os(exc, path, action) from exc
-        raise
-
 
 # --------------------------------------------------------------------------- recognising our outputs
 
