@@ -130,14 +130,17 @@ class DyDiffGenerator:
 
     # -- Generator protocol -----------------------------------------------------------------------------
     def fit(self, dataset: OfflineDataset) -> None:
-        """Train (or load from the cache keyed by dataset and config hashes) both models."""
+        """Train (or load from the cache keyed by dataset and config hashes, not the device) both models,
+        each on the diffusion config's ``device`` (``auto``: CUDA when present)."""
         from augment.diffusion.trajectory import fit_trajectory_diffusion
         from augment.world import fit_world_model
 
         self.dataset_name = dataset.name
         self.env_id = dataset.env_id
         self._start_states = dataset.transitions.observations
-        self.world = fit_world_model(dataset, self.world_config(), progress=self.progress, cache=True)
+        device = getattr(self.diffusion_config(), "device", "auto")
+        self.world = fit_world_model(dataset, self.world_config(), progress=self.progress, cache=True,
+                                     device=device)
         self.diffusion = fit_trajectory_diffusion(dataset, self.diffusion_config(), progress=self.progress,
                                                   cache=True)
         self._check_horizon()

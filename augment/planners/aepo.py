@@ -60,6 +60,9 @@ class AEPOConfig(PlannerConfig):
     (data-prediction form, as QGPO), actor (``diffusion`` = AEPO; ``iql`` = d3rlpy IQL's own actor on the
     same critics).
     Generating: rollout_length steps per trajectory in the world model.
+    device: ``auto`` (CUDA when present) / ``cpu`` / ``cuda``, where eps_theta, E_Theta, d3rlpy's IQL
+    (``cuda:N`` / ``cpu:0``) and the world model train and act (not in the cache key;
+    :mod:`augment.planners.devices`).
     """
 
     eps_width: int = 256
@@ -98,6 +101,7 @@ class AEPOConfig(PlannerConfig):
     predict_x0: bool = True
     actor: str = "diffusion"
     rollout_length: int = 1
+    device: str = "auto"
 
     PLAN_FIELDS: ClassVar[tuple[str, ...]] = ("omega", "rescale", "solver_nfe", "solver_order", "solver_skip",
                                               "solver_spacing", "predict_x0", "actor", "rollout_length")
@@ -171,11 +175,12 @@ def sample_actions(models: Any, observations: np.ndarray, config: AEPOConfig, ge
 
     a_T ~ N(0, I) from ``generator``; model function eps_hat (Eq. 13 / Sec. 3.4 / Eq. 45, see
     :func:`augment.diffusion.dpm_solver.guided_eps`); ``config.solver_nfe`` calls split into orders by
-    :func:`augment.diffusion.dpm_solver.fast_orders`.
+    :func:`augment.diffusion.dpm_solver.fast_orders`. Solves on ``models.device``; a_T is drawn on the
+    generator's device (the CPU for the planner's) and moved there.
     """
     s_n = models.norm_obs(observations)
     b, d = s_n.shape[0], models.low.shape[0]
-    x = torch.randn(b, d, generator=generator)
+    x = torch.randn(b, d, generator=generator, device=generator.device).to(models.device)
 
     def eps_fn(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return models.eps_net(s_n, a, t)
@@ -191,7 +196,7 @@ def sample_actions(models: Any, observations: np.ndarray, config: AEPOConfig, ge
                                skip=config.solver_skip, predict_x0=bool(config.predict_x0),
                                spacing=config.solver_spacing)
     low, high = models.box()
-    return torch.clamp(x0, low, high).numpy().astype(np.float32)
+    return torch.clamp(x0, low, high).cpu().numpy().astype(np.float32)
 
 
 class AEPOPlanner(Planner):
@@ -218,7 +223,7 @@ class AEPOPlanner(Planner):
         from augment.planners.aepo_train import train_aepo
 
         self.config.validate()
-        self.models, record = train_aepo(dataset, self.config, progress=self.progress)
+        self.models, record = train_aepo(dataset, self.config, progress=self.progress, device=self.device)
         return record
 
     def save_models(self, directory: Path) -> None:
@@ -228,7 +233,7 @@ class AEPOPlanner(Planner):
     def load_models(self, directory: Path) -> None:
         from augment.planners.aepo_train import AEPOModels
 
-        self.models = AEPOModels.load(directory, self.config, self.obs_dim, self.act_dim)
+        self.models = AEPOModels.load(directory, self.config, self.obs_dim, self.act_dim, device=self.device)
 
     def _require_models(self) -> None:
         if self.models is None:
@@ -264,9 +269,7 @@ class AEPOPlanner(Planner):
             return
         if self._dataset is None:
             raise UserInputError("aepo: generating needs the world model of the dataset; call fit(dataset)")
-        from augment.world import fit_world_model
-
-        self.world = fit_world_model(self._dataset, self.world_config(), progress=self.progress, cache=True)
+        self.world = self.fit_world(self._dataset)
 
     def plan_trajectories(self, s0: np.ndarray, rng: np.random.Generator) -> Plan:
         """``rollout_length`` steps from s0 (B, obs): a_i ~ pi(.|s_i) (AEPO), s_{i+1} ~ T-hat(.|s_i, a_i)."""

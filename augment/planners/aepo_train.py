@@ -13,6 +13,9 @@ Stages, each on the whole dataset:
 
 Algorithm 1 interleaves all four in one loop; staging means E_Theta never regresses on targets that
 drift while eps_theta and Q still train (pitfall 6).
+
+Every stage runs on one ``device`` (d3rlpy's IQL on its ``cuda:N`` / ``cpu:0`` name); batches, times and
+noise are drawn on the CPU (seeded generators) and moved there, so the CPU numbers do not depend on it.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from augment.planners.aepo_math import (
     posterior_mean,
 )
 from augment.planners.aepo_nets import EnergyNet, StateEpsNet
+from augment.planners.devices import d3rlpy_device
 from baselines.seeding import derive_seed
 from stores.errors import UserInputError
 from stores.schema import OfflineDataset
 
 Tensor = torch.Tensor
+CPU = torch.device("cpu")
 
 
 def action_box(act_min: np.ndarray, act_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +65,8 @@ class AEPOModels:
     """Everything AEPO trained: eps_theta, E_Theta, the sigma~^2 table, d3rlpy IQL and the normaliser.
 
     obs_mean, obs_std: (obs,) standardisation of the states the two nets see; low, high: (d,) action box;
-    var_a0, u0: Var(a_0) and the mean action (Eq. 24); schedule: the VP schedule.
+    var_a0, u0: Var(a_0) and the mean action (Eq. 24); schedule: the VP schedule; device: where the two
+    nets (and IQL) live; :meth:`norm_obs` and :meth:`box` return tensors there.
     """
 
     eps_net: StateEpsNet
@@ -75,21 +81,23 @@ class AEPOModels:
     var_a0: float
     u0: np.ndarray
     schedule: VPSchedule
+    device: torch.device = CPU
 
     def norm_obs(self, obs: np.ndarray | Tensor) -> Tensor:
-        """(B, obs) raw -> standardised float32 tensor."""
+        """(B, obs) raw -> standardised float32 tensor on :attr:`device`."""
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
-        return (x - torch.from_numpy(self.obs_mean)) / torch.from_numpy(self.obs_std)
+        return ((x - torch.from_numpy(self.obs_mean)) / torch.from_numpy(self.obs_std)).to(self.device)
 
     def box(self) -> tuple[Tensor, Tensor]:
-        return torch.from_numpy(self.low), torch.from_numpy(self.high)
+        """The action box (low (d,), high (d,)) on :attr:`device`."""
+        return torch.from_numpy(self.low).to(self.device), torch.from_numpy(self.high).to(self.device)
 
     # -- persistence ------------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        torch.save(self.eps_net.state_dict(), d / "eps_theta.pt")
-        torch.save(self.energy_net.state_dict(), d / "energy.pt")
+        for name, net in (("eps_theta", self.eps_net), ("energy", self.energy_net)):
+            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, d / f"{name}.pt")
         self.iql.save(str(d / "iql.d3"))
         meta = {"obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist(),
                 "low": self.low.tolist(), "high": self.high.tolist(), "var_a0": self.var_a0,
@@ -100,7 +108,9 @@ class AEPOModels:
         (d / "aepo_models.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path, config: Any, obs_dim: int, act_dim: int) -> AEPOModels:
+    def load(cls, directory: Path, config: Any, obs_dim: int, act_dim: int,
+             device: torch.device = CPU) -> AEPOModels:
+        """Read what :meth:`save` wrote, onto ``device``."""
         import d3rlpy
 
         d = Path(directory)
@@ -110,19 +120,19 @@ class AEPOModels:
         eps_net, energy_net = build_networks(config, obs_dim, act_dim)
         eps_net.load_state_dict(torch.load(d / "eps_theta.pt", map_location="cpu", weights_only=True))
         energy_net.load_state_dict(torch.load(d / "energy.pt", map_location="cpu", weights_only=True))
-        iql = d3rlpy.load_learnable(str(d / "iql.d3"), device="cpu:0")
-        return cls(eps_net=eps_net.eval(), energy_net=energy_net.eval(),
+        iql = d3rlpy.load_learnable(str(d / "iql.d3"), device=d3rlpy_device(device))
+        return cls(eps_net=eps_net.to(device).eval(), energy_net=energy_net.to(device).eval(),
                    table=SigmaTable.from_json(meta["table"]), iql=iql,
                    critic=IQLCritic(iql, meta["q_reduction"]),
                    obs_mean=np.asarray(meta["obs_mean"], np.float32),
                    obs_std=np.asarray(meta["obs_std"], np.float32),
                    low=np.asarray(meta["low"], np.float32), high=np.asarray(meta["high"], np.float32),
                    var_a0=float(meta["var_a0"]), u0=np.asarray(meta["u0"], np.float64),
-                   schedule=VPSchedule(**meta["schedule"]))
+                   schedule=VPSchedule(**meta["schedule"]), device=device)
 
 
 def build_networks(config: Any, obs_dim: int, act_dim: int) -> tuple[StateEpsNet, EnergyNet]:
-    """eps_theta and E_Theta at the config's widths, initialised from ``config.seed``."""
+    """eps_theta and E_Theta at the config's widths, initialised on the CPU from ``config.seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(int(config.seed), "aepo-init"))
         eps_net = StateEpsNet(obs_dim, act_dim, int(config.eps_width), int(config.eps_blocks))
@@ -153,17 +163,18 @@ def train_eps(net: StateEpsNet, s: Tensor, a0: Tensor, schedule: VPSchedule, *, 
               lr: float, seed: int, progress: bool) -> dict[str, Any]:
     """Stage 1, Eq. 7: minimise ||eps_theta(s, alpha_t a_0 + sigma_t eps, t) - eps||^2 with t ~ U(t_min, 1).
 
-    s: (N, obs) standardised states, a0: (N, d) actions. Adam at ``lr`` with a 1% linear warm-up and
-    gradient norm clipped at 1. Returns a record (final running loss, seconds).
+    s: (N, obs) standardised states, a0: (N, d) actions, both on the net's device. Adam at ``lr`` with a
+    1% linear warm-up and gradient norm clipped at 1. Returns a record (final running loss, seconds).
     """
     gen = torch.Generator().manual_seed(seed)
     n = a0.shape[0]
+    dev = a0.device
     t0 = time.perf_counter()
 
     def loss_of_batch() -> Tensor:
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        t = schedule.sample_t(batch, generator=gen)
-        noise = torch.randn(batch, a0.shape[1], generator=gen)
+        idx = torch.randint(0, n, (batch,), generator=gen).to(dev)
+        t = schedule.sample_t(batch, generator=gen).to(dev)
+        noise = torch.randn(batch, a0.shape[1], generator=gen).to(dev)
         alpha = schedule.alpha(t).float()[:, None]
         sigma = schedule.sigma(t).float()[:, None]
         a_t = alpha * a0[idx] + sigma * noise
@@ -209,11 +220,12 @@ def train_energy(models: AEPOModels, s_raw: Tensor, s_n: Tensor, a0: Tensor, *, 
     gen = torch.Generator().manual_seed(seed)
     n = a0.shape[0]
     sch = models.schedule
+    dev = a0.device
 
     def draw(b: int) -> tuple[Tensor, Tensor, Tensor]:
-        idx = torch.randint(0, n, (b,), generator=gen)
-        t = sch.sample_t(b, generator=gen).float()
-        noise = torch.randn(b, a0.shape[1], generator=gen)
+        idx = torch.randint(0, n, (b,), generator=gen).to(dev)
+        t = sch.sample_t(b, generator=gen).float().to(dev)
+        noise = torch.randn(b, a0.shape[1], generator=gen).to(dev)
         a_t, target = energy_batch_targets(models, s_raw[idx], s_n[idx], a0[idx], t, noise, beta=beta, nu=nu,
                                            clip_mu=clip_mu, baseline=baseline)
         return torch.cat([s_n[idx], a_t, t[:, None]], dim=-1), target, idx
@@ -238,8 +250,10 @@ def train_energy(models: AEPOModels, s_raw: Tensor, s_n: Tensor, a0: Tensor, *, 
             "target_std": scale, "seconds": time.perf_counter() - t0, "loss_history": history}
 
 
-def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True) -> tuple[AEPOModels, dict]:
-    """Run the four stages on ``dataset`` (see the module docstring); returns (models, record)."""
+def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True,
+               device: torch.device = CPU) -> tuple[AEPOModels, dict]:
+    """Run the four stages on ``dataset`` on ``device`` (see the module docstring); returns (models,
+    record)."""
     tr = dataset.transitions
     stats = dataset.stats
     schedule = VPSchedule(config.beta_min, config.beta_max, 1.0, config.t_min)
@@ -247,21 +261,23 @@ def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True) -
     low, high = action_box(stats.act_min, stats.act_max)
     var_a0, u0 = action_variance(tr.actions)
     s_raw = torch.from_numpy(np.ascontiguousarray(tr.observations, dtype=np.float32))
-    s_n = (s_raw - torch.from_numpy(obs_mean)) / torch.from_numpy(obs_std)
-    a0 = torch.from_numpy(np.ascontiguousarray(tr.actions, dtype=np.float32))
+    s_n = ((s_raw - torch.from_numpy(obs_mean)) / torch.from_numpy(obs_std)).to(device)
+    s_raw = s_raw.to(device)
+    a0 = torch.from_numpy(np.ascontiguousarray(tr.actions, dtype=np.float32)).to(device)
     seed = int(config.seed)
     record: dict[str, Any] = {"dataset": dataset.name, "dataset_hash": dataset.content_hash,
                               "transitions": len(tr), "var_a0": var_a0,
                               "action_box": [low.tolist(), high.tolist()]}
 
-    eps_net, energy_net = build_networks(config, dataset.observation_size, dataset.action_size)
+    eps_net, energy_net = (net.to(device) for net in build_networks(config, dataset.observation_size,
+                                                                     dataset.action_size))
     record["eps_theta"] = train_eps(eps_net, s_n, a0, schedule, steps=int(config.eps_steps),
                                     batch=int(config.eps_batch), lr=float(config.eps_lr),
                                     seed=derive_seed(seed, "aepo-eps"), progress=progress)
     iql_cfg = iql_config(dataset, critic_hidden=config.iql_hidden, actor_hidden=config.iql_actor_hidden,
                          expectile=config.expectile, batch_size=int(config.iql_batch),
                          steps=int(config.iql_steps))
-    iql = make_iql(dataset, iql_cfg, seed=derive_seed(seed, "aepo-iql-init"))
+    iql = make_iql(dataset, iql_cfg, seed=derive_seed(seed, "aepo-iql-init"), device=d3rlpy_device(device))
     record["iql"] = train_iql(iql, dataset, int(config.iql_steps), seed=derive_seed(seed, "aepo-iql"),
                               progress=progress)
     record["iql"]["reward_multiplier"] = float(iql_cfg.reward_scaler.multiplier)
@@ -270,7 +286,7 @@ def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True) -
     gen = torch.Generator().manual_seed(derive_seed(seed, "aepo-table"))
     grid = np.linspace(config.t_min, 1.0, int(config.table_points))
     t0 = time.perf_counter()
-    clip = (torch.from_numpy(low), torch.from_numpy(high)) if config.clip_mu else None
+    clip = (torch.from_numpy(low).to(device), torch.from_numpy(high).to(device)) if config.clip_mu else None
     table = estimate_sigma_table(lambda s, a, t: eps_net(s, a, t), s_n, a0, schedule, grid,
                                  posterior=int(config.posterior), samples=int(config.table_samples),
                                  generator=gen, var_a0=var_a0, u0=u0, clip=clip)
@@ -280,7 +296,7 @@ def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True) -
 
     models = AEPOModels(eps_net=eps_net, energy_net=energy_net, table=table, iql=iql,
                         critic=IQLCritic(iql, config.q_reduction), obs_mean=obs_mean, obs_std=obs_std,
-                        low=low, high=high, var_a0=var_a0, u0=u0, schedule=schedule)
+                        low=low, high=high, var_a0=var_a0, u0=u0, schedule=schedule, device=device)
     record["energy"] = train_energy(models, s_raw, s_n, a0, steps=int(config.energy_steps),
                                     batch=int(config.energy_batch), lr=float(config.energy_lr),
                                     beta=float(config.beta), nu=float(config.nu),

@@ -34,8 +34,9 @@ its own module. The ``augment plan NAME`` command (:mod:`augment.planners.comman
 
 **Configs.** A planner's config is a frozen dataclass that also subclasses :class:`PlannerConfig`:
 ``PLAN_FIELDS`` names the acting-only fields (left out of the cache key), ``VARIANTS`` named sets of
-overrides (e.g. DMEMM's Table 3 ablations). :func:`apply_overrides` turns ``KEY=VALUE`` text into typed
-field values with clear errors.
+overrides (e.g. DMEMM's Table 3 ablations); ``device`` (``auto`` / ``cpu`` / ``cuda``, not in the cache
+key) is where it trains and acts (:mod:`augment.planners.devices`). :func:`apply_overrides` turns
+``KEY=VALUE`` text into typed field values with clear errors.
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ class PlannerConfig:
     PLAN_FIELDS: fields that only change acting or generating (guidance, plans per step, evaluation
     budget); they stay out of :meth:`config_hash`, so changing them reuses the trained networks.
     VARIANTS: named override sets, e.g. ``{"diffuser": {"weighting": False, ...}}``.
-    Every config has the fields ``profile`` (informational, unhashed) and ``seed``.
+    Every config has the fields ``profile`` (informational), ``seed`` and ``device`` (where it trains and
+    acts); UNHASHED fields stay out of :meth:`config_hash` and :meth:`differences`.
     """
 
+    UNHASHED: ClassVar[tuple[str, ...]] = ("profile", "device")
     PLAN_FIELDS: ClassVar[tuple[str, ...]] = ()
     VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Fields counting training updates (None: int fields named ``*_steps`` / ``train_steps`` outside
@@ -165,8 +168,8 @@ class PlannerConfig:
         return _jsonable(self)
 
     def training_json(self) -> dict[str, Any]:
-        """The fields that change the trained networks (everything but PLAN_FIELDS and ``profile``)."""
-        skip = set(self.PLAN_FIELDS) | {"profile"}
+        """The fields that change the trained networks (everything but PLAN_FIELDS and UNHASHED)."""
+        skip = set(self.PLAN_FIELDS) | set(self.UNHASHED)
         return {k: v for k, v in self.to_json().items() if k not in skip}
 
     def config_hash(self) -> str:
@@ -188,12 +191,12 @@ class PlannerConfig:
         return cls(**out)
 
     def differences(self, other: Any) -> list[str]:
-        """``field: other -> self`` for every field that differs from ``other`` (``seed``, ``profile``
+        """``field: other -> self`` for every field that differs from ``other`` (``seed`` and UNHASHED
         excluded), e.g. against the paper profile's config."""
         assert dataclasses.is_dataclass(self)
         out = []
         for f in dataclasses.fields(self):
-            if f.name in ("seed", "profile"):
+            if f.name == "seed" or f.name in self.UNHASHED:
                 continue
             a, b = getattr(other, f.name), getattr(self, f.name)
             if a != b:
@@ -324,18 +327,21 @@ class Planner(ABC):
     """Base class of every planner: Policy + Generator + cached fit + timing and call counts.
 
     Subclasses set ``name`` and ``config_class`` and implement the abstract methods. Attributes the base
-    class keeps: config, progress, dataset_name, env_id, obs_dim, act_dim, start_states (N, obs) raw,
-    world (a :class:`augment.world.WorldModel` when the planner uses one), from_cache, cache_path,
-    train_record (JSON-native), act_seconds / act_calls / act_rows, network_calls (Counter of calls
-    during ``act``).
+    class keeps: config, progress, device (``config.device`` resolved), dataset_name, env_id, obs_dim,
+    act_dim, start_states (N, obs) raw, world (the WorldModel when the planner uses one), from_cache,
+    cache_path, train_record (JSON-native), act_seconds / act_calls / act_rows, network_calls (Counter of
+    calls during ``act``).
     """
 
     name: ClassVar[str] = "planner"
     config_class: ClassVar[type] = PlannerConfig
 
     def __init__(self, config: Any, *, progress: bool = True) -> None:
+        from augment.planners.devices import planner_device
+
         self.config = config
         self.progress = progress
+        self.device = planner_device(getattr(config, "device", "auto"), self.name)
         self.dataset_name = ""
         self.env_id: str | None = None
         self.obs_dim = 0
@@ -354,6 +360,14 @@ class Planner(ABC):
         self.world_overrides: dict[str, Any] = {}
         self._world_config: Any = None
         self.seed_acting(int(getattr(config, "seed", 0)))
+
+    def fit_world(self, dataset: OfflineDataset) -> Any:
+        """The shared T-hat / R-hat for ``dataset`` (:meth:`world_config`, cached as DyDiff's), trained on
+        :attr:`device` when not cached; returns the WorldModel (it predicts on the CPU)."""
+        from augment.world import fit_world_model
+
+        return fit_world_model(dataset, self.world_config(), progress=self.progress, cache=True,
+                               device=self.device)
 
     def world_config(self) -> Any:
         """The :class:`augment.world.WorldModelConfig` of the shared T-hat / R-hat for this planner's
@@ -569,15 +583,18 @@ class Planner(ABC):
         (d / PLANNER_MARKER).write_text(json.dumps(to_jsonable(meta), indent=2))
 
     def load(self, directory: Path) -> None:
-        """Read what :meth:`save` wrote (config included). Start states and the world model come from the
-        dataset: call :meth:`fit` (a cache hit) to attach them."""
+        """Read what :meth:`save` wrote (config included; ``device`` stays this planner's own). Start states
+        and the world model come from the dataset: call :meth:`fit` (a cache hit) to attach them."""
         d = Path(directory)
         if not (d / PLANNER_MARKER).is_file():
             raise UserInputError(f"{d} holds no {PLANNER_MARKER}; point to a directory written by save()")
         meta = json.loads((d / PLANNER_MARKER).read_text())
         if meta.get("planner") != self.name:
             raise UserInputError(f"{d} holds a '{meta.get('planner')}' planner, not '{self.name}'")
-        self.config = self.config_class.from_json(meta["config"])  # type: ignore[attr-defined]
+        config = self.config_class.from_json(meta["config"])  # type: ignore[attr-defined]
+        if hasattr(config, "device") and hasattr(self.config, "device"):
+            config = dataclasses.replace(config, device=self.config.device)
+        self.config = config
         self.dataset_name, self.env_id = meta.get("dataset", ""), meta.get("env_id")
         self.obs_dim, self.act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
         self._load_into_self(d)

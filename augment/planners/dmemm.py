@@ -72,6 +72,8 @@ class DMEMMConfig(PlannerConfig):
     own), guidance_clip (each entry of the shift alpha sigma_k^2 g is clipped to +-guidance_clip sigma_k,
     the step's own noise scale; None: no clip), variance (``posterior`` beta-tilde or ``beta``),
     plan_batch (plans per network call when generating).
+    device: ``auto`` (CUDA when present) / ``cpu`` / ``cuda``, where the U-Net, T-hat and R-hat train and
+    plan (not in the cache key; :mod:`augment.planners.devices`).
     """
 
     horizon: int = 100
@@ -105,6 +107,7 @@ class DMEMMConfig(PlannerConfig):
     plan_batch: int = 256
     seed: int = 0
     profile: str = "paper"
+    device: str = "auto"
 
     TRAIN_BUDGET_FIELDS: ClassVar[tuple[str, ...] | None] = ("train_steps",)
     PLAN_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -174,8 +177,8 @@ class DMEMMPlanner(Planner):
     """DMEMM behind the Planner interface (Policy + Generator; see the module docstring).
 
     world_config: the :class:`augment.world.WorldModelConfig` of T-hat and R-hat (default: the profile's,
-    the same cache entry DyDiff uses). After ``fit``: network (EMA U-Net), normalizer, sched, world
-    (WorldModel), world_grad (its differentiable view).
+    the same cache entry DyDiff uses). After ``fit``: network (EMA U-Net, on ``device``), normalizer,
+    sched, world (WorldModel, on the CPU), world_grad (its differentiable view, on ``device``).
     """
 
     name: ClassVar[str] = "dmemm"
@@ -195,6 +198,7 @@ class DMEMMPlanner(Planner):
         self.act_high: np.ndarray | None = None
         self.guidance_shift = [0.0, 0]  # running sum of the per-plan shift norm, and the count
         self.nonfinite_actions = 0
+        self._unit_stats: tuple[Any, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
 
     @classmethod
     def default_config(cls, profile: str, dataset_name: str = "") -> DMEMMConfig:
@@ -206,10 +210,10 @@ class DMEMMPlanner(Planner):
         """Fit (or load) T-hat and R-hat, and set the normaliser and the action bounds from the data."""
         from augment.diffusion.trajectory import Normalizer
         from augment.planners.world_grad import DifferentiableWorld
-        from augment.world import fit_world_model
 
-        self.world = fit_world_model(dataset, self.world_config(), progress=self.progress, cache=True)
-        self.world_grad = DifferentiableWorld(self.world, logvar_floor=self.config.guidance_logvar_floor)
+        self.world = self.fit_world(dataset)
+        self.world_grad = DifferentiableWorld(self.world, logvar_floor=self.config.guidance_logvar_floor,
+                                              device=self.device)
         self.normalizer = Normalizer.from_dataset(dataset, 1.0)
         self.act_low = dataset.stats.act_min.astype(np.float32)
         self.act_high = dataset.stats.act_max.astype(np.float32)
@@ -218,12 +222,15 @@ class DMEMMPlanner(Planner):
         return {"world": self.world_config().config_hash()}
 
     def _build_network(self) -> Any:
+        """The U-Net, initialised on the CPU from ``config.seed`` (the same weights on every device), then
+        moved to :attr:`device`."""
         from augment.nn.unet import TemporalUNet
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.config.seed))
-            return TemporalUNet(self.obs_dim + self.act_dim, self.config.widths, kernel=self.config.kernel,
-                                act=self.config.activation)
+            net = TemporalUNet(self.obs_dim + self.act_dim, self.config.widths, kernel=self.config.kernel,
+                               act=self.config.activation)
+        return net.to(self.device)
 
     def window_weights(self, dataset: OfflineDataset, windows: Any) -> np.ndarray:
         """Eq. 11 weight of every training window (W,), per ``weight_normalizer``."""
@@ -285,9 +292,14 @@ class DMEMMPlanner(Planner):
 
     # -- units ----------------------------------------------------------------------------------------
     def _stats(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The normaliser's (obs mean, obs std, act mean, act std) as tensors on :attr:`device` (cached
+        per normaliser object)."""
         n = self.normalizer
-        return (torch.as_tensor(n.obs_mean), torch.as_tensor(n.obs_std), torch.as_tensor(n.act_mean),
-                torch.as_tensor(n.act_std))
+        if self._unit_stats is None or self._unit_stats[0] is not n:
+            om, os_, am, as_ = (torch.as_tensor(v).to(self.device)
+                                for v in (n.obs_mean, n.obs_std, n.act_mean, n.act_std))
+            self._unit_stats = (n, (om, os_, am, as_))
+        return self._unit_stats[1]
 
     def to_raw(self, s_n: Tensor, a_n: Tensor) -> tuple[Tensor, Tensor]:
         """Normalised (s, a) -> raw, differentiably."""
@@ -338,7 +350,7 @@ class DMEMMPlanner(Planner):
         """Algorithm 1 from raw start states s0 (B, obs): normalised tau^0 (B, C, T+1), channels first."""
         if self.network is None:
             raise UserInputError("dmemm: call fit(dataset) before planning")
-        s0_n = torch.as_tensor(self.normalizer.norm_obs(np.asarray(s0, dtype=np.float32)))
+        s0_n = torch.as_tensor(self.normalizer.norm_obs(np.asarray(s0, dtype=np.float32))).to(self.device)
         shape = (s0_n.shape[0], self.obs_dim + self.act_dim, self.config.horizon + 1)
         net, sched = self.network, self.sched
 
@@ -364,7 +376,7 @@ class DMEMMPlanner(Planner):
     def plan_actions(self, observations: np.ndarray) -> np.ndarray:
         """Algorithm 1, one plan per env: replan from scratch and return a_0 (raw, clipped)."""
         tau = self.sample_plans(observations, self.torch_generator)
-        return self._raw_actions(tau[:, self.obs_dim:, 0].numpy())
+        return self._raw_actions(tau[:, self.obs_dim:, 0].cpu().numpy())
 
     def plan_trajectories(self, s0: np.ndarray, rng: np.random.Generator) -> Plan:
         """Plans from raw s0 (B, obs): states s_0..s_T (B, T+1, obs), actions a_0..a_{T-1} (B, T, act)."""
@@ -373,7 +385,7 @@ class DMEMMPlanner(Planner):
         obs = self.obs_dim
         for lo in range(0, s0.shape[0], self.config.plan_batch):
             chunk = np.asarray(s0[lo: lo + self.config.plan_batch], dtype=np.float32)
-            tau = self.sample_plans(chunk, gen).transpose(1, 2).numpy()  # (b, T+1, C)
+            tau = self.sample_plans(chunk, gen).transpose(1, 2).cpu().numpy()  # (b, T+1, C)
             st = self.normalizer.denorm_obs(tau[..., :obs])
             st[:, 0] = chunk
             states.append(st)

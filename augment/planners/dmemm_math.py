@@ -137,9 +137,11 @@ def algorithm1_sample(eps_fn: Callable[[Tensor, Tensor], Tensor], sched: object,
     eps_fn(x (B, C, T+1), k (B,)) -> eps; sched: a :class:`augment.diffusion.ddpm.DDPMSchedule`;
     s0: (B, obs) the current states (same space as the samples); shape: (B, C, T+1). guide(x_k, k, mean,
     sigma_k^2) -> mean shift (Eq. 13's alpha sigma_k^2 g). Returns tau^0 (B, C, T+1) with tau^0[:, :obs, 0]
-    equal to s0 exactly; the action to execute is tau^0[:, obs:, 0].
+    equal to s0 exactly; the action to execute is tau^0[:, obs:, 0]. Runs on s0's device; the noise is
+    drawn on ``generator``'s device and moved there (:func:`augment.planners.devices.normal_like`).
     """
     from augment.diffusion import ddpm
+    from augment.planners.devices import normal_like
 
     obs = s0.shape[1]
     values = torch.zeros(shape, dtype=s0.dtype, device=s0.device)
@@ -151,7 +153,7 @@ def algorithm1_sample(eps_fn: Callable[[Tensor, Tensor], Tensor], sched: object,
         return ddpm.inpaint(x, values, mask)
 
     def randn_like(x: Tensor) -> Tensor:
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return normal_like(x, generator)
 
     latents = randn_like(values)
     assert isinstance(sched, ddpm.DDPMSchedule)

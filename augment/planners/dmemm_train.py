@@ -16,7 +16,9 @@ terms (Alg. 2):
   L_tr is measured in the diffusion model's normalised state units; L_rd in raw reward units.
 
 The network is the project's temporal U-Net (:class:`augment.nn.unet.TemporalUNet`), fed the DDPM level
-as ``ddpm.noise_input``; the returned network is an exponential moving average of the weights.
+as ``ddpm.noise_input``; the returned network is an exponential moving average of the weights. Training
+runs on the network's device; the batches, levels and noise are drawn on the CPU (seeded generators) and
+moved there (:mod:`augment.planners.devices`).
 """
 
 from __future__ import annotations
@@ -35,23 +37,24 @@ from augment.diffusion import ddpm
 from augment.diffusion.training import optimizer_step, record_due, smoothed, update_ema
 from augment.diffusion.windows import WindowIndex
 from augment.nn.unet import TemporalUNet, count_parameters
+from augment.planners.devices import module_device, normal_like, randint_on
 from augment.planners.dmemm_math import reward_loss, transition_loss, window_columns
 
 Tensor = torch.Tensor
 
 
-def s0_mask(channels: int, obs_dim: int, columns: int) -> Tensor:
+def s0_mask(channels: int, obs_dim: int, columns: int, device: torch.device | None = None) -> Tensor:
     """(1, C, T+1) bool, True on s_0's entries (the inpainted condition)."""
-    m = torch.zeros(1, channels, columns, dtype=torch.bool)
+    m = torch.zeros(1, channels, columns, dtype=torch.bool, device=device)
     m[:, :obs_dim, 0] = True
     return m
 
 
 def eps_loss_mask(state_valid: Tensor, action_valid: Tensor, obs_dim: int, channels: int) -> Tensor:
     """Entries L_wdiff covers, (B, C, T+1) bool: real states after s_0 (s_0 is the inpainted condition)
-    and real actions. state_valid, action_valid: (B, T+1) bool."""
+    and real actions. state_valid, action_valid: (B, T+1) bool (the mask is on their device)."""
     b, cols = state_valid.shape
-    mask = torch.zeros(b, channels, cols, dtype=torch.bool)
+    mask = torch.zeros(b, channels, cols, dtype=torch.bool, device=state_valid.device)
     mask[:, :obs_dim] = state_valid[:, None, :]
     mask[:, :obs_dim, 0] = False
     mask[:, obs_dim:] = action_valid[:, None, :]
@@ -73,13 +76,14 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
     windows: WindowIndex built with horizon T+1 over normalised episodes; weights: (W,) Eq. 11 weights
     (ignored unless ``config.weighting``); to_raw(s_n, a_n) -> raw (s, a) and to_norm_obs(s) -> s_n:
     the differentiable (un)normalisation; world: DifferentiableWorld (needed when lambda_tr or
-    lambda_rd > 0).
+    lambda_rd > 0). Runs on ``network``'s device (to_raw, to_norm_obs and world work there too).
     """
     cfg = config
     obs = windows.obs_dim
     channels = network.channels
     columns = cfg.horizon + 1
-    cond = s0_mask(channels, obs, columns)
+    device = module_device(network)
+    cond = s0_mask(channels, obs, columns, device)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
     network.train()
     opt = torch.optim.Adam(network.parameters(), lr=cfg.lr)
@@ -106,12 +110,12 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
         idx = rng.integers(0, len(windows), size=cfg.batch_size)
         xw, valid = windows.gather(idx)
         tau, sv, av = window_columns(xw, valid, obs)
-        x0 = torch.as_tensor(np.ascontiguousarray(tau)).transpose(1, 2).contiguous()  # (B, C, T+1)
-        sv_t, av_t = torch.as_tensor(sv), torch.as_tensor(av)
+        x0 = torch.as_tensor(np.ascontiguousarray(tau)).to(device).transpose(1, 2).contiguous()  # (B, C, T+1)
+        sv_t, av_t = torch.as_tensor(sv).to(device), torch.as_tensor(av).to(device)
         b = x0.shape[0]
-        w = torch.as_tensor(weights[idx] if cfg.weighting else np.ones(b), dtype=torch.float32)
-        k = torch.randint(1, cfg.diffusion_steps + 1, (b,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+        w = torch.as_tensor(weights[idx] if cfg.weighting else np.ones(b), dtype=torch.float32).to(device)
+        k = randint_on(1, cfg.diffusion_steps + 1, (b,), gen, device)
+        eps = normal_like(x0, gen)
 
         def condition(x: Tensor, rows: Tensor, x0: Tensor = x0) -> Tensor:
             return torch.where(cond, x0[rows], x)
@@ -119,11 +123,11 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
         def eps_fn(x: Tensor, kk: Tensor) -> Tensor:
             return network(x, ddpm.noise_input(sched, kk))
 
-        x_k = condition(ddpm.q_sample(x0, k, eps, sched), torch.arange(b))
+        x_k = condition(ddpm.q_sample(x0, k, eps, sched), torch.arange(b, device=device))
         eps_hat = eps_fn(x_k, k)
         l_wdiff = weighted_eps_loss(eps, eps_hat, eps_loss_mask(sv_t, av_t, obs, channels), w)
         loss = l_wdiff
-        l_tr = l_rd = torch.zeros(())
+        l_tr = l_rd = torch.zeros((), device=device)
         tau0_abs = math.nan
         if modulate:
             if cfg.prop1_mode == "exact":

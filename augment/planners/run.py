@@ -91,13 +91,17 @@ def _items(overrides: Overrides) -> list[tuple[str, str | None]] | dict[str, Any
 
 def planner_config(name: str, profile: str, dataset_name: str = "", overrides: Overrides = None,
                    *, seed: int | None = None) -> Any:
-    """The config of planner ``name`` for ``profile`` and dataset, with variants / overrides applied."""
+    """The config of planner ``name`` for ``profile`` and dataset, with variants / overrides applied;
+    its settings and its ``device`` (CUDA asked for on a machine without it) checked."""
+    from augment.planners.devices import planner_device
+
     cls = planner_class(check_planner(name))
     config = apply_overrides(cls.default_config(resolve_profile(profile), dataset_name), _items(overrides))
     if seed is not None and any(f.name == "seed" for f in dataclasses.fields(config)):
         config = dataclasses.replace(config, seed=int(seed))
     if hasattr(config, "validate"):
         config.validate()
+    planner_device(getattr(config, "device", "auto"), name)
     return config
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from augment.diffusion import ddpm
+from augment.planners.devices import normal_like
 from stores.errors import UserInputError
 
 Tensor = torch.Tensor
@@ -110,11 +111,15 @@ def decrement_rtg(rtg: np.ndarray, rewards: np.ndarray, scale: float, floor: flo
 
 # ------------------------------------------------------------------------------------------ CFG pieces
 
-def condition_dropout(batch: int, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """eta ~ Bern(p) per sample (Eq. 6-7): (B,) bool, True where the condition is replaced by the null."""
+def condition_dropout(batch: int, p: float, generator: torch.Generator | None = None,
+                      device: torch.device | None = None) -> Tensor:
+    """eta ~ Bern(p) per sample (Eq. 6-7): (B,) bool, True where the condition is replaced by the null.
+    Drawn on the generator's device (the CPU when None), returned on ``device`` (None: where drawn)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"drop probability must lie in [0, 1], got {p}")
-    return torch.rand(batch, generator=generator) < p
+    where = generator.device if generator is not None else torch.device("cpu")
+    drop = torch.rand(batch, generator=generator, device=where) < p
+    return drop if device is None else drop.to(device)
 
 
 def cfg_eps_fn(denoiser: Callable[..., Tensor], cond: Tensor, omega: float, sched: ddpm.DDPMSchedule, *,
@@ -132,9 +137,10 @@ def cfg_eps_fn(denoiser: Callable[..., Tensor], cond: Tensor, omega: float, sche
         noise = ddpm.noise_input(sched, k).to(x.dtype)
         b = x.shape[0]
         if omega == 1.0 or omega == 0.0:
-            drop = torch.full((b,), omega == 0.0, dtype=torch.bool)
+            drop = torch.full((b,), omega == 0.0, dtype=torch.bool, device=x.device)
             return denoiser(x, noise, cond, drop)
-        drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
+        drop = torch.cat([torch.zeros(b, dtype=torch.bool, device=x.device),
+                          torch.ones(b, dtype=torch.bool, device=x.device)])
         both = denoiser(torch.cat([x, x]), torch.cat([noise, noise]), torch.cat([cond, cond]), drop)
         return ddpm.classifier_free_guidance(both[b:], both[:b], omega)
 
@@ -163,9 +169,10 @@ def autoregressive_plan(next_fn: NextFn, states: Tensor, rtgs: Tensor, calls: in
 
 def add_noise(plan: Tensor, k: int, sched: ddpm.DDPMSchedule, generator: torch.Generator | None = None
               ) -> Tensor:
-    """Algorithm 1's AddNoise: x_k = sqrt(abar_k) tau + sqrt(1 - abar_k) eps (Eq. 2 at level k)."""
-    eps = torch.randn(plan.shape, generator=generator, dtype=plan.dtype)
-    return ddpm.q_sample(plan, k, eps, sched)
+    """Algorithm 1's AddNoise: x_k = sqrt(abar_k) tau + sqrt(1 - abar_k) eps (Eq. 2 at level k); eps is
+    drawn on the generator's device and moved to the plan's (:func:`augment.planners.devices.normal_like`).
+    """
+    return ddpm.q_sample(plan, k, normal_like(plan, generator), sched)
 
 
 def clamp_first_state(s_t: Tensor) -> Callable[[Tensor], Tensor]:
@@ -201,7 +208,7 @@ def refine(plan: Tensor, s_t: Tensor, eps_fn: ddpm.EpsFn, sched: ddpm.DDPMSchedu
     std = math.sqrt(float(noise_scale))
 
     def randn_like(t: Tensor) -> Tensor:
-        return std * torch.randn(t.shape, generator=generator, dtype=t.dtype)
+        return std * normal_like(t, generator)
 
     return ddpm.reverse_loop(x, k, eps_fn, sched, randn_like=randn_like if noise_scale > 0 else None,
                              variance=variance, inpaint_fn=inpaint, last_step_noise=last_step_noise,

@@ -16,7 +16,8 @@ divided by ``rtg_scale``; a window is H consecutive states fully inside one epis
 
 The denoiser is the project's :class:`augment.nn.unet.TemporalUNet` with ``cond_dim = 1`` (the condition
 MLP's output added to the noise embedding; null = a zero condition embedding) fed ``ddpm.noise_input``.
-The planner uses an exponential moving average of its weights.
+The planner uses an exponential moving average of its weights. Training runs on the networks' device;
+batches and noise are drawn on the CPU (seeded generators) and moved there (:mod:`augment.planners.devices`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from tqdm.auto import tqdm
 
 from augment.diffusion import ddpm
 from augment.nn.unet import count_parameters
+from augment.planners.devices import module_device, normal_like, randint_on
 from augment.planners.td_math import condition_dropout, returns_to_go
+from baselines.seeding import derive_seed
 from stores.errors import UserInputError
 from stores.schema import OfflineDataset
 
@@ -78,10 +81,10 @@ class TDData:
                                  f"(the longest has {longest}); use a smaller --set horizon=...")
         return data
 
-    def windows(self, idx: np.ndarray) -> tuple[Tensor, Tensor]:
-        """Windows at window_starts[idx]: states (B, H, S), rtg (B, H)."""
+    def windows(self, idx: np.ndarray, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+        """Windows at window_starts[idx]: states (B, H, S), rtg (B, H), on ``device`` (None: the CPU)."""
         rows = self.window_starts[idx][:, None] + np.arange(self.horizon)[None, :]
-        return torch.as_tensor(self.states[rows]), torch.as_tensor(self.rtg[rows])
+        return torch.as_tensor(self.states[rows]).to(device), torch.as_tensor(self.rtg[rows]).to(device)
 
 
 def inverse_dynamics_input(s_t: Tensor, s_next: Tensor) -> Tensor:
@@ -92,14 +95,15 @@ def inverse_dynamics_input(s_t: Tensor, s_next: Tensor) -> Tensor:
 def diffusion_loss(unet: nn.Module, x0: Tensor, y: Tensor, sched: ddpm.DDPMSchedule, p_drop: float,
                    generator: torch.Generator) -> Tensor:
     """Eq. 6 on windows x0 (B, S, H) with conditions y (B, 1): mean over batch and entries of columns 1..H-1
-    of (eps - eps_theta(x_k, y-hat, k))^2, s_t kept clean (eps[:, :, 0] = 0, x_k[:, :, 0] = x0[:, :, 0])."""
+    of (eps - eps_theta(x_k, y-hat, k))^2, s_t kept clean (eps[:, :, 0] = 0, x_k[:, :, 0] = x0[:, :, 0]).
+    On x0's device; k, eps and the dropout drawn on the generator's."""
     b = x0.shape[0]
-    k = torch.randint(1, sched.num_steps + 1, (b,), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator)
+    k = randint_on(1, sched.num_steps + 1, (b,), generator, x0.device)
+    eps = normal_like(x0, generator)
     eps[:, :, 0] = 0.0
     x_k = ddpm.q_sample(x0, k, eps, sched)
     x_k[:, :, 0] = x0[:, :, 0]
-    drop = condition_dropout(b, p_drop, generator)
+    drop = condition_dropout(b, p_drop, generator, x0.device)
     eps_hat = unet(x_k, ddpm.noise_input(sched, k), y, drop)
     return ((eps - eps_hat)[:, :, 1:] ** 2).mean()
 
@@ -110,40 +114,26 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             pe.mul_(decay).add_(pm.detach(), alpha=1.0 - decay)
 
 
-def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.DDPMSchedule, *,
-             progress: bool = True) -> tuple[dict[str, nn.Module], dict[str, Any]]:
-    """Train ``nets`` = {gpt, unet, inverse_dynamics, critic} for ``config.train_steps`` steps.
-
-    Returns the trained networks in eval mode (the U-Net as its EMA when ``config.ema_decay`` is set) and a
-    JSON-native record (final running losses, parameter counts, seconds, windows, transitions).
-    """
-    cfg = config
-    parameters = {k: count_parameters(v) for k, v in nets.items()}
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    rng = np.random.default_rng(int(cfg.seed))
+def _train_loop(bar: Any, nets: dict[str, nn.Module], data: TDData, cfg: Any, sched: ddpm.DDPMSchedule,
+                gen: torch.Generator, rng: np.random.Generator, ema: nn.Module | None,
+                opts: dict[str, torch.optim.Optimizer], running: dict[str, float],
+                history: list[dict[str, float]], device: torch.device) -> None:
+    """The update steps of :func:`train_td`; updates ``nets``, ``ema``, ``running``, ``history`` in place."""
     gpt, unet, inv, critic = nets["gpt"], nets["unet"], nets["inverse_dynamics"], nets["critic"]
-    ema = copy.deepcopy(unet).eval().requires_grad_(False) if cfg.ema_decay is not None else None
-    opts = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr) for name, net in nets.items()}
-    for net in nets.values():
-        net.train()
-    running = {k: math.nan for k in ("gpt", "diffusion", "inverse_dynamics", "critic")}
-    history: list[dict[str, float]] = []
     mse = nn.functional.mse_loss
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
-               disable=not progress, leave=False)
     for step in bar:
         idx = rng.integers(0, data.window_starts.size, size=cfg.batch_size)
-        s, r = data.windows(idx)  # (B, H, S), (B, H)
+        s, r = data.windows(idx, device)  # (B, H, S), (B, H)
         ps, pr = gpt(s[:, :-1], r[:, :-1])
         losses = {"gpt": mse(ps, s[:, 1:]) + mse(pr, r[:, 1:]),
                   "diffusion": diffusion_loss(unet, s.transpose(1, 2).contiguous(), r[:, :1], sched,
                                               cfg.p_drop, gen)}
         rows = data.transition_rows[rng.integers(0, data.transition_rows.size, size=cfg.batch_size)]
-        st, sn = torch.as_tensor(data.states[rows]), torch.as_tensor(data.states[rows + 1])
-        at = torch.as_tensor(data.actions[rows])
+        st, sn = (torch.as_tensor(data.states[r_]).to(device) for r_ in (rows, rows + 1))
+        at = torch.as_tensor(data.actions[rows]).to(device)
         losses["inverse_dynamics"] = mse(inv(inverse_dynamics_input(st, sn)), at)
-        losses["critic"] = mse(critic(torch.cat([st, at], dim=-1))[:, 0], torch.as_tensor(data.rtg[rows]))
+        losses["critic"] = mse(critic(torch.cat([st, at], dim=-1))[:, 0],
+                               torch.as_tensor(data.rtg[rows]).to(device))
         for opt in opts.values():
             opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()  # the four networks share no parameters: one backward for all
@@ -158,6 +148,36 @@ def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.
             bar.set_postfix({k: f"{v:.3g}" for k, v in running.items()})
             if step % 1000 == 0 or step == cfg.train_steps - 1:
                 history.append({"step": step, **running})
+
+
+def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.DDPMSchedule, *,
+             progress: bool = True) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """Train ``nets`` = {gpt, unet, inverse_dynamics, critic} for ``config.train_steps`` steps.
+
+    Returns the trained networks in eval mode (the U-Net as its EMA when ``config.ema_decay`` is set) and a
+    JSON-native record (final running losses, parameter counts, seconds, windows, transitions). Runs on
+    the networks' device (all four on one).
+    """
+    cfg = config
+    device = module_device(nets["unet"])
+    parameters = {k: count_parameters(v) for k, v in nets.items()}
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    rng = np.random.default_rng(int(cfg.seed))
+    gpt, unet, inv, critic = nets["gpt"], nets["unet"], nets["inverse_dynamics"], nets["critic"]
+    ema = copy.deepcopy(unet).eval().requires_grad_(False) if cfg.ema_decay is not None else None
+    opts = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr) for name, net in nets.items()}
+    for net in nets.values():
+        net.train()
+    running = {k: math.nan for k in ("gpt", "diffusion", "inverse_dynamics", "critic")}
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
+               disable=not progress, leave=False)
+    # The GPT's dropout draws from torch's global RNG: seed a forked copy, so the same config gives the
+    # same networks in any process, and the caller's RNG state is left as it was.
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(int(cfg.seed), "td-dropout"))
+        _train_loop(bar, nets, data, cfg, sched, gen, rng, ema, opts, running, history, device)
     out = {"gpt": gpt, "unet": ema if ema is not None else unet, "inverse_dynamics": inv, "critic": critic}
     for net in out.values():
         net.eval().requires_grad_(False)

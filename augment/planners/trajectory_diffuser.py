@@ -80,6 +80,8 @@ class TDConfig(PlannerConfig):
     add_noise (Algorithm 1's AddNoise), variance ``beta`` (Eq. 9) or ``posterior``, last_step_noise,
     noise_scale (alpha of Alg. A.3 line 20), n_candidates and critic_temperature (official code),
     chain_plans and plan_batch (generating).
+    device: ``auto`` (CUDA when present) / ``cpu`` / ``cuda``, where the four networks (and the reward
+    model, when generating fits it) train and act (not in the cache key; :mod:`augment.planners.devices`).
     """
 
     horizon: int = 16
@@ -121,6 +123,7 @@ class TDConfig(PlannerConfig):
     critic_temperature: float = 1.0
     chain_plans: int = 1
     plan_batch: int = 256
+    device: str = "auto"
 
     TRAIN_BUDGET_FIELDS: ClassVar[tuple[str, ...] | None] = ("train_steps",)
     PLAN_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -200,9 +203,10 @@ class TDConfig(PlannerConfig):
 class TrajectoryDiffuserPlanner(Planner):
     """Trajectory Diffuser behind the Planner base (see the module docstring).
 
-    After ``fit``: gpt, unet (EMA), inverse_dynamics, critic (eval mode), normalizer, sched, act_low /
-    act_high (the data's action range), data_target_rtg (best episode return). ``history`` holds the
-    per-env queues of Algorithm A.3 while acting; ``last_plan`` the last refined windows (B, S, H).
+    After ``fit``: gpt, unet (EMA), inverse_dynamics, critic (eval mode, on ``device``), normalizer,
+    sched, act_low / act_high (the data's action range), data_target_rtg (best episode return).
+    ``history`` holds the per-env queues of Algorithm A.3 while acting; ``last_plan`` the last refined
+    windows (B, S, H), on the CPU.
     """
 
     name: ClassVar[str] = "td"
@@ -246,7 +250,8 @@ class TrajectoryDiffuserPlanner(Planner):
         self.data_target_rtg = default_target_rtg([ep.episode_return for ep in dataset.episodes])
 
     def build_networks(self) -> dict[str, torch.nn.Module]:
-        """Fresh networks for the current sizes (seeded by ``config.seed``)."""
+        """Fresh networks for the current sizes, initialised on the CPU from ``config.seed`` (the same
+        weights on every device), then moved to :attr:`device`."""
         from augment.nn.gpt import StateRTGTransformer
         from augment.nn.mlp import MLP
         from augment.nn.unet import TemporalUNet
@@ -254,7 +259,7 @@ class TrajectoryDiffuserPlanner(Planner):
         cfg, s, a = self.config, self.obs_dim, self.act_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cfg.seed))
-            return {
+            nets: dict[str, torch.nn.Module] = {
                 "gpt": StateRTGTransformer(s, cfg.gpt_embed, layers=cfg.gpt_layers, heads=cfg.gpt_heads,
                                            ff_dim=cfg.gpt_ff, dropout=cfg.gpt_dropout, max_len=cfg.horizon),
                 "unet": TemporalUNet(s, cfg.unet_widths, emb_dim=cfg.unet_emb_dim, kernel=cfg.unet_kernel,
@@ -262,6 +267,7 @@ class TrajectoryDiffuserPlanner(Planner):
                 "inverse_dynamics": MLP(2 * s, a, cfg.inverse_hidden, activation="relu"),
                 "critic": MLP(s + a, 1, cfg.critic_hidden, activation="mish"),
             }
+        return {k: net.to(self.device) for k, net in nets.items()}
 
     def _set_networks(self, nets: dict[str, torch.nn.Module]) -> None:
         for key, net in nets.items():
@@ -355,9 +361,9 @@ class TrajectoryDiffuserPlanner(Planner):
         actions = np.zeros((b, self.act_dim), dtype=np.float32)
         plans = torch.zeros(b, self.obs_dim, self.config.horizon)
         for rows, ctx_s, ctx_r in self.history.contexts():
-            a, x0 = self._act_rows(torch.as_tensor(ctx_s), torch.as_tensor(ctx_r))
+            a, x0 = self._act_rows(*(torch.as_tensor(c).to(self.device) for c in (ctx_s, ctx_r)))
             actions[rows] = a
-            plans[torch.as_tensor(rows)] = x0
+            plans[torch.as_tensor(rows)] = x0.cpu()
         self.last_plan = plans
         return actions
 
@@ -375,11 +381,11 @@ class TrajectoryDiffuserPlanner(Planner):
             a_n = self._inverse(s_t, x0[:, :, 1])
             if n_c > 1:
                 self.count_calls("critic")
-                q = self.critic(torch.cat([s_t, a_n], dim=-1))[:, 0].reshape(-1, n_c).numpy()
+                q = self.critic(torch.cat([s_t, a_n], dim=-1))[:, 0].reshape(-1, n_c).cpu().numpy()
                 pick = softmax_pick(q, cfg.critic_temperature, self.rng)
-                rows = torch.arange(q.shape[0]) * n_c + torch.as_tensor(pick)
+                rows = (torch.arange(q.shape[0]) * n_c + torch.as_tensor(pick)).to(self.device)
                 a_n, x0 = a_n[rows], x0[rows]
-        return self._raw_actions(a_n.numpy()), x0
+        return self._raw_actions(a_n.cpu().numpy()), x0
 
     # -- the three stages -----------------------------------------------------------------------------
     def propose(self, ctx_s: Tensor, ctx_r: Tensor, *, count: bool = False) -> tuple[Tensor, Tensor]:
@@ -429,9 +435,7 @@ class TrajectoryDiffuserPlanner(Planner):
         if self._dataset is None:
             raise UserInputError("td: generating labels rewards with the dataset's reward model; "
                                  "call fit(dataset) first")
-        from augment.world import fit_world_model
-
-        self.world = fit_world_model(self._dataset, self.world_config(), progress=self.progress, cache=True)
+        self.world = self.fit_world(self._dataset)
 
     def plan_trajectories(self, s0: np.ndarray, rng: np.random.Generator) -> Plan:
         """``chain_plans`` chained plans from raw s0 (B, S): states (B, C(H-1)+1, S) raw with states[:, 0]
@@ -444,18 +448,19 @@ class TrajectoryDiffuserPlanner(Planner):
         states, actions = [], []
         for lo in range(0, s0.shape[0], cfg.plan_batch):
             chunk = np.asarray(s0[lo:lo + cfg.plan_batch], dtype=np.float32)
-            st, at = self._chained(torch.as_tensor(self.normalizer.norm_obs(chunk)), y0, gen)
-            raw = self.normalizer.denorm_obs(st.numpy())
+            s0_n = torch.as_tensor(self.normalizer.norm_obs(chunk)).to(self.device)
+            st, at = self._chained(s0_n, y0, gen)
+            raw = self.normalizer.denorm_obs(st.cpu().numpy())
             raw[:, 0] = chunk
             states.append(raw)
-            actions.append(self._raw_actions(at.numpy()))
+            actions.append(self._raw_actions(at.cpu().numpy()))
         return Plan(states=np.concatenate(states), actions=np.concatenate(actions), info=cfg.provenance())
 
     def _chained(self, s0_n: Tensor, y0: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """Normalised s0 (b, S) -> states (b, C(H-1)+1, S) and normalised actions (b, C(H-1), A)."""
         cfg = self.config
         context = cfg.horizon - 1
-        ctx_s, ctx_r = s0_n[:, None], torch.full((s0_n.shape[0], 1), float(y0))
+        ctx_s, ctx_r = s0_n[:, None], torch.full((s0_n.shape[0], 1), float(y0), device=s0_n.device)
         states, actions = [s0_n[:, None]], []
         with torch.no_grad():
             for _ in range(int(cfg.chain_plans)):

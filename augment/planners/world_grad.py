@@ -29,12 +29,15 @@ class DifferentiableWorld:
 
     world: a fitted :class:`augment.world.WorldModel`. logvar_floor: lower bound on the (normalised)
     log-variance used by :meth:`log_likelihood` (None: the ensemble's own learned bound), to keep
-    guidance gradients (which scale as 1/variance) bounded.
+    guidance gradients (which scale as 1/variance) bounded. device: where the frozen copies live and
+    compute (inputs must be on it; default the CPU).
     """
 
-    def __init__(self, world: Any, *, logvar_floor: float | None = None) -> None:
-        self.dynamics = copy.deepcopy(world.elite_dynamics).cpu().eval().requires_grad_(False)
-        self.reward_model = copy.deepcopy(world.reward).cpu().eval().requires_grad_(False)
+    def __init__(self, world: Any, *, logvar_floor: float | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.dynamics = copy.deepcopy(world.elite_dynamics).to(self.device).eval().requires_grad_(False)
+        self.reward_model = copy.deepcopy(world.reward).to(self.device).eval().requires_grad_(False)
         self.obs_dim = int(self.dynamics.observation_size)
         self.act_dim = int(self.dynamics.action_size)
         self.logvar_floor = logvar_floor

@@ -9,6 +9,11 @@ from the cache ``augment_home()/world/<dataset.content_hash>-<config hash>``) an
 * ``predict_reward(obs, act)``: ``r_psi(s, a)`` (Eq. 10 model, used for Eq. 11's trajectory rewards).
 * ``is_terminal(next_obs)``: the env's termination rule (:mod:`augment.world.termination`).
 
+Training runs on ``device`` (``auto``: CUDA when torch sees it, else the CPU; ``cpu``; ``cuda``); the device
+is not part of the cache key (a model trained on either is the same entry) and the returned model always
+predicts on the CPU. Asking for CUDA on a machine without it is a one-line :class:`UserInputError`
+(:func:`checked_device`).
+
 A cache directory holds ``config.json`` (the :class:`WorldModelConfig`), ``meta.json`` (sizes, env,
 elites, training reports) and ``weights.pt``; it is written to a temporary directory and renamed into
 place, so a directory that exists is complete.
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 
 from augment.cache import load_or_train
+from augment.diffusion.training import resolve_device
 from augment.world.config import WorldModelConfig
 from augment.world.dynamics import GaussianDynamicsEnsemble, select_elites
 from augment.world.reward import RewardModel
@@ -36,6 +42,31 @@ from stores.paths import augment_home
 from stores.schema import OfflineDataset, check_finite
 
 WEIGHTS = "weights.pt"
+
+
+def checked_device(name: str | torch.device, *, setting: str = "device") -> torch.device:
+    """The torch device to train on: ``auto`` -> CUDA when torch sees it, else CPU
+    (:func:`augment.diffusion.training.resolve_device`); ``cpu`` / ``cuda`` / ``cuda:N`` as named.
+
+    Raises :class:`UserInputError` (one line naming ``setting``) for a name torch does not parse, a device
+    other than cpu / cuda, CUDA on a machine without it, or a CUDA index the machine lacks.
+    """
+    text = str(name)
+    try:
+        dev = resolve_device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserInputError(f"{setting} '{text}' is not a torch device; use auto, cpu or cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"{setting} '{text}': this machine has no CUDA device (torch "
+                                 f"{torch.__version__} sees none); use cpu or auto")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserInputError(f"{setting} '{text}': this machine has {count} CUDA device(s) "
+                                 f"(cuda:0..cuda:{count - 1})")
+    elif dev.type != "cpu":
+        raise UserInputError(f"{setting} '{text}': only cpu and cuda are supported; use auto, cpu or cuda")
+    return dev
 
 
 def _f32(x: np.ndarray, name: str, width: int) -> torch.Tensor:
@@ -158,12 +189,14 @@ def _say(progress: bool, text: str) -> None:
 
 
 def train_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool = True,
-                      device: str = "cpu") -> WorldModel:
+                      device: str | torch.device = "auto") -> WorldModel:
     """Train the dynamics ensemble and the reward model on all of ``dataset``'s transitions (no cache).
 
     Both models share one holdout split. Dynamics inputs are ``(s, a)``, targets ``s' - s``; reward
-    targets ``r``; each normalised with the training rows' mean and std.
+    targets ``r``; each normalised with the training rows' mean and std. ``device``: see
+    :func:`checked_device` (the report records the resolved one; the model is returned on the CPU).
     """
+    dev = checked_device(device, setting="world model device")
     tr = dataset.transitions
     for name in ("observations", "actions", "rewards", "next_observations"):
         check_finite(name, getattr(tr, name), where=f"dataset '{dataset.name}': ")
@@ -175,17 +208,17 @@ def train_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, prog
     dynamics, reward = _build(config, dataset.observation_size, dataset.action_size, seed=config.seed)
     dynamics.set_normalizer(inputs[train_idx], deltas[train_idx])
     reward.set_normalizer(inputs[train_idx], tr.rewards[train_idx])
-    dynamics.to(device)
-    reward.to(device)
+    dynamics.to(dev)
+    reward.to(dev)
 
-    x = torch.from_numpy(inputs).to(device)
+    x = torch.from_numpy(inputs).to(dev)
     with torch.no_grad():
         xd = dynamics.normalize_inputs(x)
-        yd = dynamics.normalize_targets(torch.from_numpy(deltas).to(device))
+        yd = dynamics.normalize_targets(torch.from_numpy(deltas).to(dev))
         xr = reward.normalize_inputs(x)
-        yr = reward.normalize_rewards(torch.from_numpy(tr.rewards).to(device))
-    tri = torch.from_numpy(train_idx).to(device)
-    hoi = torch.from_numpy(hold_idx).to(device)
+        yr = reward.normalize_rewards(torch.from_numpy(tr.rewards).to(dev))
+    tri = torch.from_numpy(train_idx).to(dev)
+    hoi = torch.from_numpy(hold_idx).to(dev)
     dyn_report = fit_ensemble(dynamics, xd[tri], yd[tri], xd[hoi], yd[hoi], config.dynamics_settings(), rng,
                               progress=progress, desc="world model: dynamics")
     elites = select_elites(dyn_report.best_holdout_mse, config.elites)
@@ -196,7 +229,7 @@ def train_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, prog
     mean_next = model.predict_next(hold_obs, hold_act, rng, deterministic=True)
     model.report = {
         "dataset": dataset.name, "dataset_hash": dataset.content_hash, "transitions": n,
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": device,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": str(dev),
         "dynamics": dyn_report.to_json(), "reward": rew_report.to_json(),
         "elite_holdout_mse": [dyn_report.best_holdout_mse[e] for e in elites],
         "holdout_next_state_mse_raw": float(np.mean((mean_next - tr.next_observations[hold_idx]) ** 2)),
@@ -207,13 +240,16 @@ def train_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, prog
 
 
 def fit_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool = True,
-                    cache: bool = True, device: str = "cpu") -> WorldModel:
+                    cache: bool = True, device: str | torch.device = "auto") -> WorldModel:
     """Train DyDiff's world models on ``dataset`` (Eq. 5 and Eq. 10), or load them from the cache.
 
-    The cache key is (``dataset.content_hash``, ``config.config_hash()``); a hit skips training and sets
-    ``from_cache``. ``cache=False`` neither reads nor writes the cache. ``device`` is where training runs
-    (the returned model predicts on the CPU). The termination rule follows ``dataset.env_id``.
+    The cache key is (``dataset.content_hash``, ``config.config_hash()``), not the device; a hit skips
+    training and sets ``from_cache``. ``cache=False`` neither reads nor writes the cache. ``device`` is
+    where training runs (``auto``: CUDA when present; checked first, also on a cache hit, by
+    :func:`checked_device`); the returned model predicts on the CPU. The termination rule follows
+    ``dataset.env_id``.
     """
+    device = checked_device(device, setting="world model device")
     if not cache:
         return _train(dataset, config, progress=progress, device=device)
     target = cache_dir(dataset, config)
@@ -230,12 +266,14 @@ def fit_world_model(dataset: OfflineDataset, config: WorldModelConfig, *, progre
     return model
 
 
-def _train(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool, device: str) -> WorldModel:
+def _train(dataset: OfflineDataset, config: WorldModelConfig, *, progress: bool,
+           device: torch.device) -> WorldModel:
     """Train with progress messages: what differs from the paper, then the holdout figures."""
     scaled = config.differences_from_paper()
     if scaled:
         _say(progress, "world model: settings differ from the paper's (REFERENCE §6): " + "; ".join(scaled))
-    _say(progress, f"world model: training on {dataset.num_transitions} transitions of '{dataset.name}'")
+    _say(progress, f"world model: training on {dataset.num_transitions} transitions of '{dataset.name}' "
+                   f"({device})")
     model = train_world_model(dataset, config, progress=progress, device=device)
     rep = model.report
     dyn, rew = rep["dynamics"], rep["reward"]
