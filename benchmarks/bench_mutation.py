@@ -55,7 +55,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("tests/test_edm.py", "tests/test_windows.py", "tests/test_diffusion_exact.py",
             "tests/test_hard_replacement.py", "tests/test_diffusion_ema.py", "tests/test_ddpm.py",
             "tests/test_dpm_solver.py",
-            "tests/test_trajectory_diffusion.py", "tests/test_iteration_rule.py"),
+            "tests/test_trajectory_diffusion.py", "tests/test_iteration_rule.py",
+            "tests/test_diffusion_mutants_ddpm.py", "tests/test_diffusion_mutants_dpm_solver.py",
+            "tests/test_diffusion_mutants_training.py", "tests/test_diffusion_mutants_trajectory.py"),
            # 14 s of training per mutant; what it checks (learning a linear system) is also held by the
            # sampler and loss tests
            deselect=("tests/test_trajectory_diffusion.py::test_tiny_model_learns_linear_dynamics",)),
