@@ -383,7 +383,7 @@ def iter_batches(generator: Any, policy: Any, n: int, rng: np.random.Generator, 
     bar = tqdm(total=n, desc=desc, unit="tr", disable=not progress, dynamic_ncols=True)
     try:
         while done < n:
-            per_item = done / items if items else None
+            per_item = done / items if done else None  # no rows yet (empty rounds too): ask the full size
             ask = size if per_item is None else int(min(size, max(1, math.ceil((n - done) / per_item))))
             batch = generator.generate(ask, policy, rng, round=rounds, learner_step=0)
             rounds += 1
