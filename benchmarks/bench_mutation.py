@@ -72,13 +72,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            deselect=("tests/test_generate_cli.py::test_compare_runs_the_synther_and_rollout_arms",
                      "tests/test_iteration_rule.py::test_resumed_training_equals_one_run_and_samples_keep_conditions")),
     Target("augment/world", ("augment/world/*.py",),
-           ("tests/test_termination.py", "tests/test_world.py"),
-           # these two change process-wide state (a registered rule; a warn-once flag) and assert on its
-           # first value: mutmut runs pytest several times in one process, so their second run fails
-           deselect=("tests/test_termination.py::test_env_family_and_registration",
-                     "tests/test_termination.py::test_unknown_env_falls_back_to_never_with_one_warning")),
+           ("tests/test_termination.py", "tests/test_world.py", "tests/test_world_mutants.py")),
     Target("baselines/sampler.py", ("baselines/sampler.py",),
-           ("tests/test_sampler.py", "tests/test_sampler_exact.py", "tests/test_dydiff_schedule.py")),
+           ("tests/test_sampler.py", "tests/test_sampler_exact.py", "tests/test_dydiff_schedule.py",
+            "tests/test_sampler_mutants.py")),
     # stores/replay.py was split into replay_{schema,chunks,input,reader,writer}.py; the same code is mutated
     Target("stores/replay.py", ("stores/replay.py", "stores/replay_*.py"),
            ("tests/test_replay_exact.py", "tests/test_replay.py", "tests/test_truncate.py",

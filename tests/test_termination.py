@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from augment.world import termination
 from augment.world.termination import (
     env_family,
     has_rule,
@@ -67,17 +68,28 @@ def test_hopper_rule_edges() -> None:
         assert bool(hopper_terminal(o)[0]) is expected, name
 
 
+@pytest.fixture
+def fresh_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private copy of the module's rule registry and an empty warn-once set for one test, restored
+    afterwards: the tests below register a rule and trip the warn-once flag, process-wide state that
+    would otherwise leak into a second pytest run in the same process (mutmut does that)."""
+    monkeypatch.setattr(termination, "_RULES", dict(termination._RULES))
+    monkeypatch.setattr(termination, "_WARNED", set())
+
+
+@pytest.mark.usefixtures("fresh_rules")
 def test_env_family_and_registration() -> None:
     assert env_family("Hopper-v5") == "hopper"
     assert env_family("Walker2d-v4") == "walker2d"
     assert env_family("ns/HalfCheetah-v1") == "halfcheetah"
     assert not has_rule("UnitTestRobot-v0")
-    register_termination("unittestrobot", lambda o: o[:, 0] < 0.0)
+    register_termination("UnitTestRobot", lambda o: o[:, 0] < 0.0)  # the family is case-insensitive
     assert has_rule("UnitTestRobot-v3")
     flags = termination_fn("UnitTestRobot-v3")(np.array([[-1.0], [1.0]]))
     np.testing.assert_array_equal(flags, [True, False])
 
 
+@pytest.mark.usefixtures("fresh_rules")
 def test_unknown_env_falls_back_to_never_with_one_warning() -> None:
     with pytest.warns(UserWarning, match="no termination rule for env 'FallbackBot-v0'"):
         rule = termination_fn("FallbackBot-v0")
