@@ -56,24 +56,30 @@ _FRESH_RUN_ENTRIES = frozenset({"config.json", "metrics.csv", "resume_note.json"
                                 "synthetic.zarr", RUN_MARKER, RUN_LOCK})
 
 
-def check_device(device: str) -> None:
-    """UserInputError unless ``device`` is a torch device this machine has (``cpu:0``, ``cuda:0``, ...)."""
+def check_device(device: str, *, setting: str = "--device", use: str = "cpu:0 or cuda:0",
+                 fallback: str = "--device cpu:0") -> None:
+    """UserInputError unless ``device`` is a torch device this machine has (``cpu:0``, ``cuda:0``, ...).
+
+    One line naming ``setting`` (the option or config field), with ``use`` (the valid spellings) and
+    ``fallback`` (what to use without CUDA) in its advice. Shared by the learners' ``--device`` and every
+    model's ``device`` field (:func:`augment.world.model.checked_device`).
+    """
     import torch
 
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise UserInputError(f"--device '{device}' is not a torch device; use cpu:0 or cuda:0") from None
+        raise UserInputError(f"{setting} '{device}' is not a torch device; use {use}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserInputError(f"--device {device}: this machine has no CUDA device (torch "
-                                 f"{torch.__version__} sees none); use --device cpu:0")
+            raise UserInputError(f"{setting} '{device}': this machine has no CUDA device (torch "
+                                 f"{torch.__version__} sees none); use {fallback}")
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise UserInputError(f"--device {device}: this machine has {count} CUDA device(s) "
+            raise UserInputError(f"{setting} '{device}': this machine has {count} CUDA device(s) "
                                  f"(cuda:0..cuda:{count - 1})")
     elif dev.type != "cpu":
-        raise UserInputError(f"--device {device}: d3rlpy trains on cpu or cuda devices; use cpu:0 or cuda:0")
+        raise UserInputError(f"{setting} '{device}': only cpu and cuda are supported; use {use}")
 
 
 def check_env_fit(dataset: OfflineDataset, env_id: str | None) -> None:

@@ -51,22 +51,12 @@ def checked_device(name: str | torch.device, *, setting: str = "device") -> torc
     Raises :class:`UserInputError` (one line naming ``setting``) for a name torch does not parse, a device
     other than cpu / cuda, CUDA on a machine without it, or a CUDA index the machine lacks.
     """
+    from baselines.preflight import check_device
+
     text = str(name)
-    try:
-        dev = resolve_device(text)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserInputError(f"{setting} '{text}' is not a torch device; use auto, cpu or cuda") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError(f"{setting} '{text}': this machine has no CUDA device (torch "
-                                 f"{torch.__version__} sees none); use cpu or auto")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise UserInputError(f"{setting} '{text}': this machine has {count} CUDA device(s) "
-                                 f"(cuda:0..cuda:{count - 1})")
-    elif dev.type != "cpu":
-        raise UserInputError(f"{setting} '{text}': only cpu and cuda are supported; use auto, cpu or cuda")
-    return dev
+    if text != "auto":
+        check_device(text, setting=setting, use="auto, cpu or cuda", fallback="cpu or auto")
+    return resolve_device(text)
 
 
 def _f32(x: np.ndarray, name: str, width: int) -> torch.Tensor:
