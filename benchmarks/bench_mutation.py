@@ -67,7 +67,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
             "tests/test_synther.py", "tests/test_generator_contract.py", "tests/test_generate_cli.py",
             "tests/test_dydiff_schedule.py", "tests/test_generators_mutants_arms.py",
             "tests/test_generators_mutants_offline.py", "tests/test_generators_mutants_rollout.py",
-            "tests/test_generators_mutants_synther.py", "tests/test_generators_mutants_termination.py"),
+            "tests/test_generators_mutants_synther.py", "tests/test_generators_mutants_termination.py",
+            "tests/test_generators_mutants_rest.py"),
            # end-to-end runs of 10-16 s each (a compare of two arms, a resumed diffusion training)
            deselect=("tests/test_generate_cli.py::test_compare_runs_the_synther_and_rollout_arms",
                      "tests/test_iteration_rule.py::test_resumed_training_equals_one_run_and_samples_keep_conditions")),
