@@ -351,3 +351,41 @@ def test_decode_failure_without_text_says_no_detail(tmp_path: Path, monkeypatch:
     message = r"cannot decode array 'observations' rows 0-3 \(MemoryError: no detail\); "
     with ReplayStore.open(path) as store, pytest.raises(UserInputError, match=message):
         store.load()
+
+
+def test_the_largest_int32_round_is_stored(tmp_path: Path) -> None:
+    """_validate_batch__mutmut_113 (``max() > high`` made ``>=``): the documented bound is inclusive, so a
+    batch whose round is 2**31 - 1 (the round column is int32) is accepted and stored as it is."""
+    rng = np.random.default_rng(5)
+    batch = TrajectoryBatch(
+        observations=rng.normal(size=(2, 4, OBS)).astype(np.float32),
+        actions=rng.normal(size=(2, 3, ACT)).astype(np.float32),
+        rewards=rng.normal(size=(2, 3)).astype(np.float32), terminals=np.zeros((2, 3), bool),
+        lengths=np.array([3, 3], np.int64), generator="toy",
+        round=np.array([2 ** 31 - 1, 0], np.int64), learner_step=np.array([0, 0], np.int64),
+        filter_score=np.zeros(2, np.float32), start_index=np.array([0, 1], np.int64))
+    path = tmp_path / "r.zarr"
+    with ReplayStore.create(path, observation_size=OBS, action_size=ACT) as store:
+        store.append(batch)
+    with ReplayStore.open(path) as store:
+        np.testing.assert_array_equal(store.load()["round"], [2 ** 31 - 1] * 3 + [0] * 3)
+
+
+def test_a_failed_write_closes_the_lock_file_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_abandon__mutmut_10 (``_release_lock(None)``): the abandoned handle must release and close its own
+    lock file; here a reference to the file object is kept, so the garbage collector cannot do it."""
+    path = make_store(tmp_path / "s.zarr", (3,))
+    store = ReplayStore.open(path, mode="a")
+    handle = store._lock_file
+    assert handle is not None and guards.lock_holder(path / ".writer.lock")
+
+    def full_disk(files: object, first_chunk: int, rows: np.ndarray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(replay_module._ChunkFiles, "write", full_disk)
+    with pytest.raises(UserInputError, match="the disk is full"):
+        store.append_transitions(chained(4, seed=9), np.array([0]))
+    monkeypatch.undo()
+    assert handle.closed
+    assert not guards.lock_holder(path / ".writer.lock")
+    ReplayStore.open(path, mode="a").close()
