@@ -73,7 +73,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            deselect=("tests/test_generate_cli.py::test_compare_runs_the_synther_and_rollout_arms",
                      "tests/test_iteration_rule.py::test_resumed_training_equals_one_run_and_samples_keep_conditions")),
     Target("augment/world", ("augment/world/*.py",),
-           ("tests/test_termination.py", "tests/test_world.py", "tests/test_world_mutants.py")),
+           ("tests/test_termination.py", "tests/test_world.py", "tests/test_world_mutants.py"),
+           # asserts the warning's stacklevel lands in the test file; under mutmut's trampoline it lands in
+           # the trampoline (one more frame), so the unmutated run fails
+           deselect=("tests/test_world_mutants.py::test_each_unknown_env_warns_once_at_the_caller",)),
     Target("baselines/sampler.py", ("baselines/sampler.py",),
            ("tests/test_sampler.py", "tests/test_sampler_exact.py", "tests/test_dydiff_schedule.py",
             "tests/test_sampler_mutants.py")),
