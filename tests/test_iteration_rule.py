@@ -148,6 +148,9 @@ def test_iteration_update_and_settings() -> None:
     with pytest.raises(UserInputError, match="single-step states"):
         refine(np.zeros((1, 1), np.float32), np.zeros((1, L, 1), np.float32), LinearPolicy(),
                UnbiasedDiffusion(), 1, np.random.default_rng(0), rule="average")
+    with pytest.raises(UserInputError, match="iteration rule 'blend'"):  # also without states
+        refine(np.zeros((1, 1), np.float32), np.zeros((1, L, 1), np.float32), LinearPolicy(),
+               UnbiasedDiffusion(), 1, np.random.default_rng(0), rule="blend")
 
 
 def test_sdedit_start_passes_the_previous_states() -> None:

@@ -96,6 +96,8 @@ def refine(s0: np.ndarray, actions: np.ndarray, policy: Policy, diffusion: _Samp
     actions their sample was conditioned on.
     Returns (states^(M) (B, L+1, obs) or None when M = 0, a^(M) (B, L, act)).
     """
+    if rule not in ITERATION_RULES:  # checked here too: with states=None the loop never calls the rule
+        raise UserInputError(f"unknown iteration rule '{rule}'; use one of {', '.join(ITERATION_RULES)}")
     if (rule == "average" or sdedit_sigma is not None) and iterations > 0 and states is None:
         raise UserInputError("refine() needs the single-step states for the 'average' rule or an SDEdit "
                              "start; pass states=")
