@@ -223,7 +223,8 @@ class AEPOPlanner(Planner):
         from augment.planners.aepo_train import train_aepo
 
         self.config.validate()
-        self.models, record = train_aepo(dataset, self.config, progress=self.progress, device=self.device)
+        self.models, record = train_aepo(dataset, self.config, progress=self.progress, device=self.device,
+                                         checkpoint=self.training_checkpoint("aepo"))
         return record
 
     def save_models(self, directory: Path) -> None:

@@ -250,10 +250,21 @@ def train_energy(models: AEPOModels, s_raw: Tensor, s_n: Tensor, a0: Tensor, *, 
             "target_std": scale, "seconds": time.perf_counter() - t0, "loss_history": history}
 
 
+def _cpu_state(net: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
 def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True,
-               device: torch.device = CPU) -> tuple[AEPOModels, dict]:
+               device: torch.device = CPU, checkpoint: Any = None) -> tuple[AEPOModels, dict]:
     """Run the four stages on ``dataset`` on ``device`` (see the module docstring); returns (models,
-    record)."""
+    record).
+
+    checkpoint (a :class:`augment.planners.checkpoint.TrainingCheckpoint`): the finished stages are
+    saved there (eps_theta after stage 1, d3rlpy's IQL file next to it after stage 2) and a later call
+    skips what it finds; each stage draws from its own seeded generators, so the models equal an
+    uninterrupted run's. ``record["resumed_stages"]`` lists the stages loaded.
+    """
+    import d3rlpy
     tr = dataset.transitions
     stats = dataset.stats
     schedule = VPSchedule(config.beta_min, config.beta_max, 1.0, config.t_min)
@@ -271,15 +282,39 @@ def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True,
 
     eps_net, energy_net = (net.to(device) for net in build_networks(config, dataset.observation_size,
                                                                      dataset.action_size))
-    record["eps_theta"] = train_eps(eps_net, s_n, a0, schedule, steps=int(config.eps_steps),
-                                    batch=int(config.eps_batch), lr=float(config.eps_lr),
-                                    seed=derive_seed(seed, "aepo-eps"), progress=progress)
+    saved = checkpoint.load() if checkpoint is not None else None
+    done = int(saved["step"]) if saved is not None else 0
+    record["resumed_stages"] = ["eps_theta", "iql"][:done]
+    if done >= 1:
+        eps_net.load_state_dict(saved["eps_theta"])
+        eps_net.eval()
+        record["eps_theta"] = saved["records"]["eps_theta"]
+    else:
+        record["eps_theta"] = train_eps(eps_net, s_n, a0, schedule, steps=int(config.eps_steps),
+                                        batch=int(config.eps_batch), lr=float(config.eps_lr),
+                                        seed=derive_seed(seed, "aepo-eps"), progress=progress)
+        if checkpoint is not None:
+            checkpoint.save({"step": 1, "eps_theta": _cpu_state(eps_net),
+                             "records": {"eps_theta": record["eps_theta"]}})
     iql_cfg = iql_config(dataset, critic_hidden=config.iql_hidden, actor_hidden=config.iql_actor_hidden,
                          expectile=config.expectile, batch_size=int(config.iql_batch),
                          steps=int(config.iql_steps))
-    iql = make_iql(dataset, iql_cfg, seed=derive_seed(seed, "aepo-iql-init"), device=d3rlpy_device(device))
-    record["iql"] = train_iql(iql, dataset, int(config.iql_steps), seed=derive_seed(seed, "aepo-iql"),
-                              progress=progress)
+    iql_file = checkpoint.path.with_name(checkpoint.path.stem + "_iql.d3") if checkpoint is not None else None
+    if done >= 2 and iql_file is not None and iql_file.is_file():
+        iql = d3rlpy.load_learnable(str(iql_file), device=d3rlpy_device(device))
+        record["iql"] = dict(saved["records"]["iql"])
+    else:
+        iql = make_iql(dataset, iql_cfg, seed=derive_seed(seed, "aepo-iql-init"),
+                       device=d3rlpy_device(device))
+        record["iql"] = train_iql(iql, dataset, int(config.iql_steps), seed=derive_seed(seed, "aepo-iql"),
+                                  progress=progress)
+        if checkpoint is not None and iql_file is not None:
+            tmp = iql_file.with_name("." + iql_file.name)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            iql.save(str(tmp))
+            tmp.replace(iql_file)
+            checkpoint.save({"step": 2, "eps_theta": _cpu_state(eps_net),
+                             "records": {"eps_theta": record["eps_theta"], "iql": dict(record["iql"])}})
     record["iql"]["reward_multiplier"] = float(iql_cfg.reward_scaler.multiplier)
     record["iql"]["q_reduction"] = config.q_reduction
 

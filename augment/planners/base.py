@@ -358,6 +358,10 @@ class Planner(ABC):
         self.act_rows = 0
         #: WorldModelConfig field overrides for :meth:`world_config` (e.g. a benchmark's tiny budget).
         self.world_overrides: dict[str, Any] = {}
+        #: seconds of training between two mid-training checkpoints of a cached fit
+        #: (:mod:`augment.planners.checkpoint`); None: the default, ``CHECKPOINT_SECONDS``
+        self.checkpoint_seconds: float | None = None
+        self._resume_dir: Path | None = None
         self._world_config: Any = None
         self.seed_acting(int(getattr(config, "seed", 0)))
 
@@ -504,6 +508,17 @@ class Planner(ABC):
         self.act_dim = dataset.action_size
         self.start_states = dataset.transitions.observations
 
+    def training_checkpoint(self, part: str) -> Any:
+        """The :class:`augment.planners.checkpoint.TrainingCheckpoint` of training loop ``part`` of the
+        current cached fit, or None (an uncached fit, or checkpoints switched off). Subclasses pass it to
+        their training loops, which save into it and resume from it."""
+        from augment.planners.checkpoint import CHECKPOINT_SECONDS, TrainingCheckpoint
+
+        if self._resume_dir is None:
+            return None
+        every = CHECKPOINT_SECONDS if self.checkpoint_seconds is None else self.checkpoint_seconds
+        return TrainingCheckpoint(self._resume_dir / f"{part}.pt", every_seconds=every)
+
     def cache_key(self) -> str:
         """sha256 (first 12 hex) of the planner name, the config's training fields and the dependencies."""
         train_json = (self.config.training_json() if hasattr(self.config, "training_json")
@@ -512,8 +527,12 @@ class Planner(ABC):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def fit(self, dataset: OfflineDataset, *, cache: bool = True) -> None:
-        """Train on ``dataset`` or load from the cache keyed by (dataset hash, :meth:`cache_key`)."""
+        """Train on ``dataset`` or load from the cache keyed by (dataset hash, :meth:`cache_key`).
+
+        A cached fit that is killed mid-training leaves checkpoints (:meth:`training_checkpoint`); the
+        next fit of the same key continues from them and removes them once the model is saved."""
         from augment.cache import load_or_train
+        from augment.planners.checkpoint import remove_resume_dir, resume_dir
 
         self._attach_dataset(dataset)
         self.prepare(dataset)
@@ -523,11 +542,16 @@ class Planner(ABC):
         target = planner_cache_dir(self.name, dataset, self.cache_key())
 
         def train() -> Planner:
-            self.train_record = self.train_models(dataset)
+            self._resume_dir = resume_dir(target)
+            try:
+                self.train_record = self.train_models(dataset)
+            finally:
+                self._resume_dir = None
             return self
 
         _, loaded = load_or_train(target, complete=PLANNER_MARKER, load=self._load_into_self, train=train,
                                   save=lambda planner, d: planner.save(d))
+        remove_resume_dir(target)  # the model is in the cache now (or was): its checkpoints are spent
         self.from_cache = loaded
         self.cache_path = target
 

@@ -255,7 +255,7 @@ class DMEMMPlanner(Planner):
         weights = self.window_weights(dataset, windows)
         network, record = train_dmemm(self._build_network(), windows, weights, self.config, self.sched,
                                       to_raw=self.to_raw, to_norm_obs=self.to_norm_obs, world=self.world_grad,
-                                      progress=self.progress)
+                                      progress=self.progress, checkpoint=self.training_checkpoint("dmemm"))
         self.network = network
         record.update(dataset=dataset.name, dataset_hash=dataset.content_hash,
                       weights={"mean": float(weights.mean()), "min": float(weights.min()),

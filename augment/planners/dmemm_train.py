@@ -37,6 +37,13 @@ from augment.diffusion import ddpm
 from augment.diffusion.training import optimizer_step, record_due, smoothed, update_ema
 from augment.diffusion.windows import WindowIndex
 from augment.nn.unet import TemporalUNet, count_parameters
+from augment.planners.checkpoint import (
+    TrainingCheckpoint,
+    load_module_states,
+    module_states,
+    restore_rng_states,
+    rng_states,
+)
 from augment.planners.devices import module_device, normal_like, randint_on
 from augment.planners.dmemm_math import reward_loss, transition_loss, window_columns
 
@@ -69,14 +76,16 @@ def weighted_eps_loss(eps: Tensor, eps_hat: Tensor, mask: Tensor, weights: Tenso
 
 def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray, config: Any,
                 sched: ddpm.DDPMSchedule, *, to_raw: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-                to_norm_obs: Callable[[Tensor], Tensor], world: Any | None, progress: bool = True
-                ) -> tuple[TemporalUNet, dict[str, Any]]:
+                to_norm_obs: Callable[[Tensor], Tensor], world: Any | None, progress: bool = True,
+                checkpoint: TrainingCheckpoint | None = None) -> tuple[TemporalUNet, dict[str, Any]]:
     """Minimise Eq. 12 for ``config.train_steps`` steps; returns the EMA network (eval) and a record.
 
     windows: WindowIndex built with horizon T+1 over normalised episodes; weights: (W,) Eq. 11 weights
     (ignored unless ``config.weighting``); to_raw(s_n, a_n) -> raw (s, a) and to_norm_obs(s) -> s_n:
     the differentiable (un)normalisation; world: DifferentiableWorld (needed when lambda_tr or
     lambda_rd > 0). Runs on ``network``'s device (to_raw, to_norm_obs and world work there too).
+    checkpoint: where the loop saves its state every few minutes and, when one is there, resumes from it
+    (exactly: the same networks as an uninterrupted run; ``record["resumed_from_step"]``).
     """
     cfg = config
     obs = windows.obs_dim
@@ -104,8 +113,23 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
     keys = ("loss", "l_wdiff", "l_tr", "l_rd", "weight", "tau0_abs")
     running = {k: math.nan for k in keys}
     history: list[dict[str, float]] = []
+    parts = {"network": network, "ema": ema, "optimizer": opt}
+    first_step, seconds_before = 0, 0.0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and int(saved["step"]) <= cfg.train_steps:
+        load_module_states(parts, saved["modules"])
+        restore_rng_states(rng, gen, saved["rng"])
+        running, history = dict(saved["running"]), list(saved["history"])
+        first_step, seconds_before = int(saved["step"]), float(saved["seconds"])
     start = time.perf_counter()
-    bar = tqdm(range(cfg.train_steps), desc="dmemm (Eq. 12)", unit="step", disable=not progress, leave=False)
+
+    def state(next_step: int) -> dict[str, Any]:
+        return {"step": next_step, "modules": module_states(parts), "rng": rng_states(rng, gen),
+                "running": dict(running), "history": list(history),
+                "seconds": seconds_before + time.perf_counter() - start}
+
+    bar = tqdm(range(first_step, cfg.train_steps), desc="dmemm (Eq. 12)", unit="step", disable=not progress,
+               leave=False, initial=first_step, total=cfg.train_steps)
     for step in bar:
         idx = rng.integers(0, len(windows), size=cfg.batch_size)
         xw, valid = windows.gather(idx)
@@ -160,8 +184,11 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
         if record_due(step, cfg.train_steps, 50):
             history.append({"step": step, **running})
             bar.set_postfix(loss=f"{running['loss']:.4g}", tr=f"{running['l_tr']:.3g}")
+        if checkpoint is not None and step + 1 < cfg.train_steps:
+            checkpoint.maybe_save(lambda: state(step + 1))  # noqa: B023 - called at once
     bar.close()
-    record = {"train_steps": int(cfg.train_steps), "train_seconds": time.perf_counter() - start,
+    seconds = seconds_before + time.perf_counter() - start
+    record = {"train_steps": int(cfg.train_steps), "train_seconds": seconds,
               "final": dict(running), "history": history, "parameters": count_parameters(network),
-              "windows": len(windows)}
+              "windows": len(windows), "resumed_from_step": first_step}
     return ema, record

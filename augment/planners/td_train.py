@@ -35,6 +35,13 @@ from tqdm.auto import tqdm
 
 from augment.diffusion import ddpm
 from augment.nn.unet import count_parameters
+from augment.planners.checkpoint import (
+    TrainingCheckpoint,
+    load_module_states,
+    module_states,
+    restore_rng_states,
+    rng_states,
+)
 from augment.planners.devices import module_device, normal_like, randint_on
 from augment.planners.td_math import condition_dropout, returns_to_go
 from baselines.seeding import derive_seed
@@ -117,8 +124,10 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 def _train_loop(bar: Any, nets: dict[str, nn.Module], data: TDData, cfg: Any, sched: ddpm.DDPMSchedule,
                 gen: torch.Generator, rng: np.random.Generator, ema: nn.Module | None,
                 opts: dict[str, torch.optim.Optimizer], running: dict[str, float],
-                history: list[dict[str, float]], device: torch.device) -> None:
-    """The update steps of :func:`train_td`; updates ``nets``, ``ema``, ``running``, ``history`` in place."""
+                history: list[dict[str, float]], device: torch.device,
+                after_step: Any = None) -> None:
+    """The update steps of :func:`train_td`; updates ``nets``, ``ema``, ``running``, ``history`` in place.
+    ``after_step(next_step)`` runs after each update (the checkpoint hook)."""
     gpt, unet, inv, critic = nets["gpt"], nets["unet"], nets["inverse_dynamics"], nets["critic"]
     mse = nn.functional.mse_loss
     for step in bar:
@@ -148,15 +157,19 @@ def _train_loop(bar: Any, nets: dict[str, nn.Module], data: TDData, cfg: Any, sc
             bar.set_postfix({k: f"{v:.3g}" for k, v in running.items()})
             if step % 1000 == 0 or step == cfg.train_steps - 1:
                 history.append({"step": step, **running})
+        if after_step is not None and step + 1 < cfg.train_steps:
+            after_step(step + 1)
 
 
 def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.DDPMSchedule, *,
-             progress: bool = True) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+             progress: bool = True, checkpoint: TrainingCheckpoint | None = None
+             ) -> tuple[dict[str, nn.Module], dict[str, Any]]:
     """Train ``nets`` = {gpt, unet, inverse_dynamics, critic} for ``config.train_steps`` steps.
 
     Returns the trained networks in eval mode (the U-Net as its EMA when ``config.ema_decay`` is set) and a
     JSON-native record (final running losses, parameter counts, seconds, windows, transitions). Runs on
-    the networks' device (all four on one).
+    the networks' device (all four on one). ``checkpoint``: saved into every few minutes and resumed
+    from when present (exactly, the GPT's dropout RNG included; ``record["resumed_from_step"]``).
     """
     cfg = config
     device = module_device(nets["unet"])
@@ -170,19 +183,44 @@ def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.
         net.train()
     running = {k: math.nan for k in ("gpt", "diffusion", "inverse_dynamics", "critic")}
     history: list[dict[str, float]] = []
+    parts: dict[str, Any] = {**nets, **{f"opt_{k}": o for k, o in opts.items()}}
+    if ema is not None:
+        parts["ema"] = ema
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and int(saved["step"]) > cfg.train_steps:
+        saved = None
+    first_step = int(saved["step"]) if saved is not None else 0
+    seconds_before = float(saved["seconds"]) if saved is not None else 0.0
+    if saved is not None:
+        load_module_states(parts, saved["modules"])
+        running.update(saved["running"])
+        history.extend(saved["history"])
     start = time.perf_counter()
-    bar = tqdm(range(cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
-               disable=not progress, leave=False)
+
+    def save(next_step: int) -> None:
+        if checkpoint is not None:
+            checkpoint.maybe_save(lambda: {
+                "step": next_step, "modules": module_states(parts),
+                "rng": rng_states(rng, gen, global_torch=True, device=device),
+                "running": dict(running), "history": list(history),
+                "seconds": seconds_before + time.perf_counter() - start})
+
+    bar = tqdm(range(first_step, cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
+               disable=not progress, leave=False, initial=first_step, total=cfg.train_steps)
     # The GPT's dropout draws from torch's global RNG: seed a forked copy, so the same config gives the
     # same networks in any process, and the caller's RNG state is left as it was.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(int(cfg.seed), "td-dropout"))
-        _train_loop(bar, nets, data, cfg, sched, gen, rng, ema, opts, running, history, device)
+        if saved is not None:
+            restore_rng_states(rng, gen, saved["rng"])
+        _train_loop(bar, nets, data, cfg, sched, gen, rng, ema, opts, running, history, device,
+                    after_step=save if checkpoint is not None else None)
     out = {"gpt": gpt, "unet": ema if ema is not None else unet, "inverse_dynamics": inv, "critic": critic}
     for net in out.values():
         net.eval().requires_grad_(False)
     record = {
-        "train_steps": int(cfg.train_steps), "seconds": time.perf_counter() - start,
+        "train_steps": int(cfg.train_steps), "seconds": seconds_before + time.perf_counter() - start,
+        "resumed_from_step": first_step,
         "final_losses": running, "history": history, "windows": int(data.window_starts.size),
         "transitions": int(data.transition_rows.size),
         "parameters": parameters,

@@ -278,7 +278,8 @@ class TrajectoryDiffuserPlanner(Planner):
 
         cfg = self.config
         data = TDData.build(dataset, self.normalizer, cfg.horizon, cfg.rtg_scale, cfg.discount)
-        nets, record = train_td(self.build_networks(), data, cfg, self.sched, progress=self.progress)
+        nets, record = train_td(self.build_networks(), data, cfg, self.sched, progress=self.progress,
+                                checkpoint=self.training_checkpoint("td"))
         self._set_networks(nets)
         record.update(dataset=dataset.name, dataset_hash=dataset.content_hash)
         return record
