@@ -35,8 +35,9 @@ def consistency(env_id: str, obs: np.ndarray, act: np.ndarray, nxt: np.ndarray,
     err = one_step_errors(env_id, np.stack([obs, nxt], axis=1), act[:, None])[:, 0]
     rule = np.asarray(termination_fn(env_id)(nxt), dtype=bool)
     finite = np.isfinite(err)
-    return {"rows": int(obs.shape[0]), "mean": float(err[finite].mean()), "median": float(np.median(err[finite])),
-            "p90": float(np.quantile(err[finite], 0.9)), "non_finite": int((~finite).sum()),
+    ok = err[finite]
+    return {"rows": int(obs.shape[0]), "mean": float(ok.mean()), "median": float(np.median(ok)),
+            "p90": float(np.quantile(ok, 0.9)), "non_finite": int((~finite).sum()),
             "terminal_rate": float(terminals.mean()), "rule_rate": float(rule.mean()),
             "terminal_rule_agreement": float((terminals == rule).mean())}
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--env", default=None, help="env id when the dataset file names none (e.g. Hopper-v5)")
     ap.add_argument("--store", action="append", default=[], help="NAME=PATH of a replay store (repeatable)")
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from stores.datasets import load_dataset
     from stores.replay import ReplayStore
 
-    dataset = load_dataset(args.dataset, profile=args.profile, progress=False)
+    dataset = load_dataset(args.dataset, profile=args.profile, env_id=args.env, progress=False)
     rng = np.random.default_rng(args.seed)
     tr = dataset.transitions
     idx = rng.choice(len(tr), size=min(args.rows, len(tr)), replace=False)
