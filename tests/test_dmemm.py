@@ -25,6 +25,7 @@ from augment.planners.dmemm_math import (
     window_reward_sums,
 )
 from augment.planners.run import make_planner
+from stores.errors import UserInputError
 from tests.baselines_data import planner_dataset
 
 
@@ -121,6 +122,54 @@ def test_d8_oracle_planner_returns_the_point_mass() -> None:
     diff = (other - c).abs() > 1e-9
     assert bool(diff[:, :obs, 0].all())
     assert not bool(diff[:, obs:, :].any()) and not bool(diff[:, :, 1:].any())
+
+
+def test_x0_clip_bounds_the_plan_where_eq4_amplifies_a_wrong_eps() -> None:
+    """At k = K the cosine schedule has alpha-bar_K ~ 6e-6: an eps off by 0.1 makes x0-hat ~40 off (Eq. 4),
+    and the posterior mean passes ~8% of it into x_{K-1}; x0_clip caps that term (the gap between the two
+    x_{K-1} is exactly coef * (x0-hat + c)). The noise-free last step returns a clipped x0-hat, so the
+    plan stays in [-c, c]; the oracle (exact eps) is unchanged by a clip above its values."""
+    sched = ddpm.DDPMSchedule.cosine(20)
+    obs, act, cols = 3, 2, 6
+    s0 = torch.zeros(8, obs, dtype=torch.float64)
+
+    def off_by_a_tenth(x, k):
+        a = sched.alpha_bar[k].to(x.dtype)[:, None, None]
+        return x / (1 - a).sqrt() + 0.1  # the exact eps for c = 0, plus 0.1
+
+    first: dict[str, torch.Tensor] = {}
+
+    def run(name: str, clip: float | None) -> torch.Tensor:
+        def keep(k: int, x: torch.Tensor) -> None:
+            if k == sched.num_steps:
+                first[name] = x.clone()  # x_{K-1}: after the step from pure noise
+
+        return algorithm1_sample(off_by_a_tenth, sched, s0, (8, obs + act, cols), on_step=keep,
+                                 generator=torch.Generator().manual_seed(0), clip_x0=clip)
+
+    run("plain", None)
+    clipped = run("clipped", 2.0)
+    ab = sched.alpha_bar.to(torch.float64)
+    big_k = sched.num_steps
+    x0_hat = -0.1 * float(((1 - ab[big_k]) / ab[big_k]).sqrt())  # Eq. 4 at k = K: ~ -40.6
+    # the posterior mean's coefficient on x0 at k = K
+    coef = float(ab[big_k - 1].sqrt() * (1 - ab[big_k] / ab[big_k - 1]) / (1 - ab[big_k]))
+    assert x0_hat < -40.0
+    gap = first["plain"][:, :, 1:] - first["clipped"][:, :, 1:]  # same noise: only the x0 term differs
+    torch.testing.assert_close(gap, torch.full_like(gap, coef * (x0_hat + 2.0)))
+    assert float(clipped.abs().max()) <= 2.0 + 1e-12
+    c = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, size=(obs + act, cols)), dtype=torch.float64)
+
+    def oracle(x, k):
+        a = sched.alpha_bar[k].to(x.dtype)[:, None, None]
+        return (x - a.sqrt() * c) / (1 - a).sqrt()
+
+    out = algorithm1_sample(oracle, sched, c[:obs, 0].expand(4, obs).clone(), (4, obs + act, cols),
+                            generator=torch.Generator().manual_seed(1), clip_x0=1.5)
+    assert float((out - c).abs().max()) < 1e-10
+    with pytest.raises(UserInputError, match="x0_clip"):
+        DMEMMConfig(x0_clip=0.0).validate()
+    assert "x0_clip" in DMEMMConfig.PLAN_FIELDS  # an acting setting: the trained model is reused
 
 
 # ------------------------------------------------------------------------------------------------ planner

@@ -70,7 +70,9 @@ class DMEMMConfig(PlannerConfig):
     transition_guidance, guidance_lambda (lambda of Eq. 13), guidance_reading ``full`` / ``literal``,
     guidance_logvar_floor (floor of T-hat's normalised log-variance in log T-hat, None: the ensemble's
     own), guidance_clip (each entry of the shift alpha sigma_k^2 g is clipped to +-guidance_clip sigma_k,
-    the step's own noise scale; None: no clip), variance (``posterior`` beta-tilde or ``beta``),
+    the step's own noise scale; None: no clip), variance (``posterior`` beta-tilde or ``beta``), x0_clip
+    (each reverse step's x0-hat clipped to +-x0_clip in normalised units, the official Diffuser code's
+    ``clip_denoised``; None: Eq. 4 as printed; see docs/planners.md on why it matters at k = K),
     plan_batch (plans per network call when generating).
     device: ``auto`` (CUDA when present) / ``cpu`` / ``cuda``, where the U-Net, T-hat and R-hat train and
     plan (not in the cache key; :mod:`augment.planners.devices`).
@@ -104,6 +106,7 @@ class DMEMMConfig(PlannerConfig):
     guidance_logvar_floor: float | None = None
     guidance_clip: float | None = None
     variance: str = "posterior"
+    x0_clip: float | None = None
     plan_batch: int = 256
     seed: int = 0
     profile: str = "paper"
@@ -112,7 +115,7 @@ class DMEMMConfig(PlannerConfig):
     TRAIN_BUDGET_FIELDS: ClassVar[tuple[str, ...] | None] = ("train_steps",)
     PLAN_FIELDS: ClassVar[tuple[str, ...]] = (
         "alpha", "reward_guidance", "transition_guidance", "guidance_lambda", "guidance_reading",
-        "guidance_logvar_floor", "guidance_clip", "variance", "plan_batch")
+        "guidance_logvar_floor", "guidance_clip", "variance", "x0_clip", "plan_batch")
     VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {
         **ABLATIONS,
         "diffuser": {k: v for d in ABLATIONS.values() for k, v in d.items()},
@@ -149,6 +152,7 @@ class DMEMMConfig(PlannerConfig):
             (self.variance in ddpm.VARIANCES, f"variance must be one of {', '.join(ddpm.VARIANCES)}"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.plan_batch >= 1, f"plan_batch must be >= 1, got {self.plan_batch}"),
+            (self.x0_clip is None or self.x0_clip > 0, f"x0_clip must be > 0 or none, got {self.x0_clip}"),
         )
         check_settings(checks, prefix="dmemm: ")
 
@@ -360,7 +364,8 @@ class DMEMMPlanner(Planner):
 
         with torch.no_grad():
             return algorithm1_sample(eps_fn, sched, s0_n, shape, generator=generator, guide=self.guidance(),
-                                     variance=self.config.variance, on_step=on_step)
+                                     variance=self.config.variance, clip_x0=self.config.x0_clip,
+                                     on_step=on_step)
 
     def _raw_actions(self, a_n: np.ndarray) -> np.ndarray:
         n = self.normalizer

@@ -129,14 +129,16 @@ def dual_guidance_gradient(tau: Tensor, obs_dim: int, *,
 def algorithm1_sample(eps_fn: Callable[[Tensor, Tensor], Tensor], sched: object, s0: Tensor,
                       shape: tuple[int, int, int], *, generator: torch.Generator | None = None,
                       guide: Callable[[Tensor, int, Tensor, Tensor], Tensor] | None = None,
-                      variance: str = "posterior",
+                      variance: str = "posterior", clip_x0: float | None = None,
                       on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
     """Algorithm 1 for a batch: tau^K ~ N(0, I); for k = K..1 the (guided) reverse step, then
     tau^{k-1}(s_0) = s (inpainting). Channels-first, as the U-Net takes it.
 
     eps_fn(x (B, C, T+1), k (B,)) -> eps; sched: a :class:`augment.diffusion.ddpm.DDPMSchedule`;
     s0: (B, obs) the current states (same space as the samples); shape: (B, C, T+1). guide(x_k, k, mean,
-    sigma_k^2) -> mean shift (Eq. 13's alpha sigma_k^2 g). Returns tau^0 (B, C, T+1) with tau^0[:, :obs, 0]
+    sigma_k^2) -> mean shift (Eq. 13's alpha sigma_k^2 g). clip_x0: each step's x0-hat clipped to
+    [-clip_x0, clip_x0] before its posterior mean (Diffuser's official ``clip_denoised``; None: Eq. 4 as
+    printed). Returns tau^0 (B, C, T+1) with tau^0[:, :obs, 0]
     equal to s0 exactly; the action to execute is tau^0[:, obs:, 0]. Runs on s0's device; the noise is
     drawn on ``generator``'s device and moved there (:func:`augment.planners.devices.normal_like`).
     """
@@ -158,4 +160,5 @@ def algorithm1_sample(eps_fn: Callable[[Tensor, Tensor], Tensor], sched: object,
     latents = randn_like(values)
     assert isinstance(sched, ddpm.DDPMSchedule)
     return ddpm.reverse_loop(latents, sched.num_steps, eps_fn, sched, randn_like=randn_like,
-                             variance=variance, guide=guide, inpaint_fn=clamp, on_step=on_step)
+                             variance=variance, guide=guide, inpaint_fn=clamp, clip_x0=clip_x0,
+                             on_step=on_step)
