@@ -59,3 +59,32 @@ def load_or_train(target: Path, *, complete: str, load: Callable[[Path], M], tra
         except OSError:  # pragma: no cover - the lock makes this a non-POSIX corner
             shutil.rmtree(tmp, ignore_errors=True)
         return model, False
+
+
+def save_torch_atomic(obj: object, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: a temporary file in the same folder, renamed over it."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_torch_or_none(path: Path) -> object | None:
+    """``torch.load(path)`` on the CPU, or None when the file is missing, torn or not a torch file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a torn or foreign file: the caller starts over  # noqa: BLE001
+        return None

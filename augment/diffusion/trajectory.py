@@ -498,24 +498,16 @@ def fit_trajectory_diffusion(dataset: OfflineDataset, config: TrajectoryDiffusio
 
 
 def _load_resume(path: Path, train_steps: int) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a torn or foreign file: train from scratch  # noqa: BLE001
-        return None
-    return state if int(state.get("step", -1)) <= train_steps else None
+    from augment.cache import load_torch_or_none
+
+    state = load_torch_or_none(path)  # a torn or foreign file: train from scratch
+    return state if isinstance(state, dict) and int(state.get("step", -1)) <= train_steps else None
 
 
 def _save_resume(path: Path, state: dict[str, Any]) -> None:
-    import os
-    import tempfile
+    from augment.cache import save_torch_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_torch_atomic(state, path)
 
 
 def _train(dataset: OfflineDataset, config: TrajectoryDiffusionConfig, *,

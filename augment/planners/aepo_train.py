@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from augment.diffusion.dpm_solver import VPSchedule
-from augment.diffusion.training import fit_steps
+from augment.diffusion.training import cpu_state, fit_steps
 from augment.planners.aepo_critic import IQLCritic, iql_config, make_iql, train_iql
 from augment.planners.aepo_math import (
     SigmaTable,
@@ -250,10 +250,6 @@ def train_energy(models: AEPOModels, s_raw: Tensor, s_n: Tensor, a0: Tensor, *, 
             "target_std": scale, "seconds": time.perf_counter() - t0, "loss_history": history}
 
 
-def _cpu_state(net: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
-
-
 def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True,
                device: torch.device = CPU, checkpoint: Any = None) -> tuple[AEPOModels, dict]:
     """Run the four stages on ``dataset`` on ``device`` (see the module docstring); returns (models,
@@ -294,7 +290,7 @@ def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True,
                                         batch=int(config.eps_batch), lr=float(config.eps_lr),
                                         seed=derive_seed(seed, "aepo-eps"), progress=progress)
         if checkpoint is not None:
-            checkpoint.save({"step": 1, "eps_theta": _cpu_state(eps_net),
+            checkpoint.save({"step": 1, "eps_theta": cpu_state(eps_net),
                              "records": {"eps_theta": record["eps_theta"]}})
     iql_cfg = iql_config(dataset, critic_hidden=config.iql_hidden, actor_hidden=config.iql_actor_hidden,
                          expectile=config.expectile, batch_size=int(config.iql_batch),
@@ -313,7 +309,7 @@ def train_aepo(dataset: OfflineDataset, config: Any, *, progress: bool = True,
             tmp.parent.mkdir(parents=True, exist_ok=True)
             iql.save(str(tmp))
             tmp.replace(iql_file)
-            checkpoint.save({"step": 2, "eps_theta": _cpu_state(eps_net),
+            checkpoint.save({"step": 2, "eps_theta": cpu_state(eps_net),
                              "records": {"eps_theta": record["eps_theta"], "iql": dict(record["iql"])}})
     record["iql"]["reward_multiplier"] = float(iql_cfg.reward_scaler.multiplier)
     record["iql"]["q_reduction"] = config.q_reduction

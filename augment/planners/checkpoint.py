@@ -14,9 +14,7 @@ entry, ``<cache dir>.resume/<part>.pt``, and are removed once the finished model
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from augment.cache import load_torch_or_none, save_torch_atomic
 
 #: default seconds of training between two checkpoints (a save costs well under a second at cpu size)
 CHECKPOINT_SECONDS = 300.0
@@ -41,15 +41,13 @@ class TrainingCheckpoint:
         self.every_seconds = float(every_seconds)
         self._last = time.monotonic()
 
-    def load(self) -> dict[str, Any] | None:
-        """The saved state (a dict with at least ``step``), or None when there is none to trust."""
-        if not self.path.is_file():
+    def load(self, max_step: int | None = None) -> dict[str, Any] | None:
+        """The saved state (a dict with at least ``step``), or None when there is none to trust (also when
+        its step is past ``max_step``, e.g. a longer run's)."""
+        state = load_torch_or_none(self.path)
+        if not isinstance(state, dict) or "step" not in state:
             return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception:  # a torn or foreign file: start over  # noqa: BLE001
-            return None
-        return state if isinstance(state, dict) and "step" in state else None
+        return state if max_step is None or int(state["step"]) <= max_step else None
 
     def due(self) -> bool:
         """True when ``every_seconds`` have passed since the last save (or since construction)."""
@@ -64,15 +62,7 @@ class TrainingCheckpoint:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` atomically (a temporary file renamed over the old one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_torch_atomic(state, self.path)
         self._last = time.monotonic()
 
 
@@ -89,11 +79,7 @@ def remove_resume_dir(cache_dir: Path) -> None:
 
 def module_states(modules: dict[str, torch.nn.Module | torch.optim.Optimizer]) -> dict[str, Any]:
     """``state_dict()`` of each module / optimiser, tensors copied to the CPU (a checkpoint's payload)."""
-    out: dict[str, Any] = {}
-    for name, m in modules.items():
-        sd = m.state_dict()
-        out[name] = _to_cpu(sd)
-    return out
+    return {name: _to_cpu(m.state_dict()) for name, m in modules.items()}
 
 
 def load_module_states(modules: dict[str, torch.nn.Module | torch.optim.Optimizer],

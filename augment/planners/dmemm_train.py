@@ -115,8 +115,8 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
     history: list[dict[str, float]] = []
     parts = {"network": network, "ema": ema, "optimizer": opt}
     first_step, seconds_before = 0, 0.0
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None and int(saved["step"]) <= cfg.train_steps:
+    saved = checkpoint.load(max_step=cfg.train_steps) if checkpoint is not None else None
+    if saved is not None:
         load_module_states(parts, saved["modules"])
         restore_rng_states(rng, gen, saved["rng"])
         running, history = dict(saved["running"]), list(saved["history"])

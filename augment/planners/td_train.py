@@ -186,9 +186,7 @@ def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.
     parts: dict[str, Any] = {**nets, **{f"opt_{k}": o for k, o in opts.items()}}
     if ema is not None:
         parts["ema"] = ema
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None and int(saved["step"]) > cfg.train_steps:
-        saved = None
+    saved = checkpoint.load(max_step=cfg.train_steps) if checkpoint is not None else None
     first_step = int(saved["step"]) if saved is not None else 0
     seconds_before = float(saved["seconds"]) if saved is not None else 0.0
     if saved is not None:
@@ -198,12 +196,12 @@ def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.
     start = time.perf_counter()
 
     def save(next_step: int) -> None:
-        if checkpoint is not None:
-            checkpoint.maybe_save(lambda: {
-                "step": next_step, "modules": module_states(parts),
-                "rng": rng_states(rng, gen, global_torch=True, device=device),
-                "running": dict(running), "history": list(history),
-                "seconds": seconds_before + time.perf_counter() - start})
+        assert checkpoint is not None  # only passed as after_step when there is one
+        checkpoint.maybe_save(lambda: {
+            "step": next_step, "modules": module_states(parts),
+            "rng": rng_states(rng, gen, global_torch=True, device=device),
+            "running": dict(running), "history": list(history),
+            "seconds": seconds_before + time.perf_counter() - start})
 
     bar = tqdm(range(first_step, cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
                disable=not progress, leave=False, initial=first_step, total=cfg.train_steps)
