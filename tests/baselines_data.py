@@ -38,3 +38,30 @@ def planner_dataset() -> OfflineDataset:
     """The tiny Hopper data the planner tests (DMEMM, Trajectory Diffuser) fit their smoke planners on:
     12 random episodes of at most 60 steps, seed 3."""
     return hopper_random_dataset(episodes=12, seed=3, max_steps=60)
+
+
+def linear_system_npz(path, b: np.ndarray, *, decay: float, episodes: int, steps: int, seed: int = 0,
+                      fail_above: float | None = None):
+    """An env-less D4RL-layout ``.npz``: s' = decay s + b a + 0.01 noise, r = -|s|^2, s_0 ~ N(0, 0.5^2),
+    a ~ U(-1, 1); obs / act sizes from ``b`` (obs, act). An episode terminates when |s'_0| > fail_above
+    (None: never), else times out after ``steps``. No env id anywhere in the file."""
+    rng = np.random.default_rng(seed)
+    obs, act = b.shape
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
+                                              "terminals", "timeouts")}
+    for _ in range(episodes):
+        s = rng.normal(scale=0.5, size=obs)
+        for t in range(steps):
+            a = rng.uniform(-1, 1, size=act)
+            s2 = decay * s + b @ a + 0.01 * rng.normal(size=obs)
+            term = fail_above is not None and bool(abs(s2[0]) > fail_above)
+            for key, value in (("observations", s), ("actions", a), ("rewards", -float(s @ s)),
+                               ("next_observations", s2), ("terminals", term),
+                               ("timeouts", t == steps - 1 and not term)):
+                rows[key].append(value)
+            s = s2
+            if term:
+                break
+    np.savez(path, **{k: np.asarray(v, dtype=bool if k in ("terminals", "timeouts") else np.float32)
+                      for k, v in rows.items()})
+    return path

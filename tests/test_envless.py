@@ -13,6 +13,7 @@ import pytest
 from augment.generators.data_termination import fit_terminal_classifier, termination_source
 from stores.datasets import load_dataset
 from stores.replay import ReplayStore
+from tests import baselines_data
 from tests.cli_helpers import run_cli
 
 OBS, ACT = 4, 2
@@ -21,26 +22,9 @@ OBS, ACT = 4, 2
 def linear_system_npz(path, episodes: int = 16, steps: int = 40, seed: int = 0):
     """s' = 0.95 s + B a + noise, r = -|s|^2; an episode terminates when |s'_0| > 1 (the system's own
     failure), else times out after ``steps``. No env id anywhere in the file."""
-    rng = np.random.default_rng(seed)
     b = np.array([[0.4, 0.3], [0.2, -0.3], [0.0, 0.5], [-0.3, 0.1]])
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
-                                              "terminals", "timeouts")}
-    for _ in range(episodes):
-        s = rng.normal(scale=0.5, size=OBS)
-        for t in range(steps):
-            a = rng.uniform(-1, 1, size=ACT)
-            s2 = 0.95 * s + b @ a + 0.01 * rng.normal(size=OBS)
-            term = bool(abs(s2[0]) > 1.0)
-            for key, value in (("observations", s), ("actions", a), ("rewards", -float(s @ s)),
-                               ("next_observations", s2), ("terminals", term),
-                               ("timeouts", t == steps - 1 and not term)):
-                rows[key].append(value)
-            s = s2
-            if term:
-                break
-    np.savez(path, **{k: np.asarray(v, dtype=bool if k in ("terminals", "timeouts") else np.float32)
-                      for k, v in rows.items()})
-    return path
+    return baselines_data.linear_system_npz(path, b, decay=0.95, episodes=episodes, steps=steps, seed=seed,
+                                            fail_above=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from stores.datasets import load_dataset
 from stores.errors import UserInputError
 from stores.paths import augment_home
 from stores.replay import ReplayStore
+from tests.baselines_data import linear_system_npz
 
 OBS, ACT = 3, 2
 #: Two updates, evaluated and checkpointed at the end: the smallest run train() accepts.
@@ -34,22 +35,8 @@ TINY = {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "batch_size": 8}
 def envless_npz(path: Path, episodes: int = 5, steps: int = 12, seed: int = 0) -> Path:
     """s' = 0.9 s + W a + 0.01 noise, r = -|s|^2, every episode a timeout after ``steps`` (no terminal,
     no env id). The name ends in ``-medium.npz``, so the DyDiff table gives eta = 0.6 (kept = 9 of 16)."""
-    rng = np.random.default_rng(seed)
     w = np.array([[0.3, 0.1], [-0.2, 0.4], [0.1, -0.3]])
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
-                                              "terminals", "timeouts")}
-    for _ in range(episodes):
-        s = rng.normal(scale=0.5, size=OBS)
-        for t in range(steps):
-            a = rng.uniform(-1, 1, size=ACT)
-            s2 = 0.9 * s + w @ a + 0.01 * rng.normal(size=OBS)
-            for key, value in (("observations", s), ("actions", a), ("rewards", -float(s @ s)),
-                               ("next_observations", s2), ("terminals", False), ("timeouts", t == steps - 1)):
-                rows[key].append(value)
-            s = s2
-    np.savez(path, **{k: np.asarray(v, dtype=bool if k in ("terminals", "timeouts") else np.float32)
-                      for k, v in rows.items()})
-    return path
+    return linear_system_npz(path, w, decay=0.9, episodes=episodes, steps=steps, seed=seed)
 
 
 @pytest.fixture(scope="module")
