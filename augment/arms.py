@@ -7,7 +7,8 @@ Imported by :mod:`baselines.compare` (it is listed in ``ARM_PLUGIN_MODULES``), t
 * ``dydiff:KEY=VALUE,...`` - the same with DyDiff settings changed, keys ``M`` (iterations), ``L``
   (rollout_length), ``filter``, ``eta``, ``B_r`` (rollout_batch), ``interval`` (rollout_interval),
   ``rule`` (iteration_rule: replace / average), ``dynamics`` (sample / mean), ``sdedit`` (sdedit_sigma),
-  ``pool`` (max_synthetic), e.g.
+  ``pool`` (max_synthetic), ``rclip`` (reward_clip: none / data), ``box`` (state_box margin; < 0 off),
+  e.g.
   ``augment compare --arm base --arm dydiff --arm dydiff:M=0 --arm dydiff:rule=average,dynamics=mean``.
 
 A dydiff arm trains exactly as the ``base`` arm (the profile's TrainConfig with the comparison's
@@ -34,6 +35,8 @@ ARM_OPTIONS: dict[str, tuple[str, type]] = {
     "rule": ("iteration_rule", str), "iteration_rule": ("iteration_rule", str),
     "dynamics": ("dynamics", str), "sdedit": ("sdedit_sigma", float), "sdedit_sigma": ("sdedit_sigma", float),
     "pool": ("max_synthetic", int), "max_synthetic": ("max_synthetic", int),
+    "rclip": ("reward_clip", str), "reward_clip": ("reward_clip", str),
+    "box": ("state_box", float), "state_box": ("state_box", float),
 }
 
 

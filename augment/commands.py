@@ -20,6 +20,7 @@ from augment.generators.dydiff import (
     DYNAMICS_MODES,
     FILTERS,
     ITERATION_RULES,
+    REWARD_CLIPS,
     DyDiffConfig,
     DyDiffGenerator,
 )
@@ -54,16 +55,22 @@ def dydiff_config(dataset_name: str, *, profile: str, filter: str | None = None,
                   real_ratio: float | None = None, rollout_batch: int | None = None,
                   rollout_interval: int | None = None, eta: float | None = None,
                   iteration_rule: str | None = None, dynamics: str | None = None,
-                  sdedit_sigma: float | None = None, max_synthetic: int | None = None) -> DyDiffConfig:
-    """Table 4 defaults for the dataset and profile (:meth:`DyDiffConfig.for_profile`) with overrides."""
+                  sdedit_sigma: float | None = None, max_synthetic: int | None = None,
+                  reward_clip: str | None = None, state_box: float | None = None) -> DyDiffConfig:
+    """Table 4 defaults for the dataset and profile (:meth:`DyDiffConfig.for_profile`) with overrides.
+
+    ``sdedit_sigma`` 0 turns SDEdit starts off; ``state_box`` < 0 turns the state box off."""
     cfg = DyDiffConfig.for_profile(profile, dataset_name)
     overrides = {k: v for k, v in {
         "filter": filter, "iterations": iterations, "rollout_length": rollout_length,
         "real_ratio": real_ratio, "rollout_batch": rollout_batch, "rollout_interval": rollout_interval,
         "eta": eta, "iteration_rule": iteration_rule, "dynamics": dynamics, "sdedit_sigma": sdedit_sigma,
-        "max_synthetic": max_synthetic}.items() if v is not None}
+        "max_synthetic": max_synthetic, "reward_clip": reward_clip, "state_box": state_box}.items()
+        if v is not None}
     if overrides.get("sdedit_sigma") == 0:  # 0 turns SDEdit starts off (the cpu profile has them on)
         overrides["sdedit_sigma"] = None
+    if "state_box" in overrides and overrides["state_box"] < 0:  # "off" (a margin is >= 0)
+        overrides["state_box"] = None
     if "rollout_batch" in overrides:
         overrides["sample_batch"] = min(cfg.sample_batch, int(overrides["rollout_batch"]))
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
@@ -118,7 +125,8 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
                filter: str | None = None, iterations: int | None = None, rollout_length: int | None = None,
                real_ratio: float | None = None, steps: int | None = None, out: Path | None = None,
                iteration_rule: str | None = None, dynamics: str | None = None,
-               sdedit_sigma: float | None = None, progress: bool = True) -> tuple[Any, Path]:
+               sdedit_sigma: float | None = None, reward_clip: str | None = None,
+               state_box: float | None = None, progress: bool = True) -> tuple[Any, Path]:
     """Fit DyDiff's models and train ``learner`` on real + DyDiff data; returns (RunResult, run_dir).
 
     ``steps``: learner updates (None: the profile's TrainConfig budget, the same as ``augment train``).
@@ -126,7 +134,8 @@ def run_dydiff(learner: str, dataset_name: str, *, profile: str | None = None, s
     profile, dataset = _prepare(learner, dataset_name, profile, progress=progress)
     cfg = dydiff_config(dataset.name, profile=profile, filter=filter, iterations=iterations,
                         rollout_length=rollout_length, real_ratio=real_ratio,
-                        iteration_rule=iteration_rule, dynamics=dynamics, sdedit_sigma=sdedit_sigma)
+                        iteration_rule=iteration_rule, dynamics=dynamics, sdedit_sigma=sdedit_sigma,
+                        reward_clip=reward_clip, state_box=state_box)
     run_dir = Path(out) if out is not None else (
         Path("runs") / f"dydiff-{learner}-{dataset.name}-{profile}-s{seed}")
     config = train_config(cfg, profile=profile, seed=seed, steps=steps)
@@ -303,12 +312,19 @@ def _fmt(value: Any) -> str:
 @click.option("--sdedit-sigma", type=float, default=None,
               help="Start each refinement from the previous states noised to this sigma (SDEdit); 0 turns it "
                    "off. Default: 0.5 at cpu, off at smoke/paper.")
+@click.option("--reward-clip", type=click.Choice(REWARD_CLIPS), default=None,
+              help="none (the paper; default) or data: clip the reward model's predictions to the dataset's "
+                   "reward range (a guard for sparse rewards such as maze2d's).")
+@click.option("--state-box", type=float, default=None, metavar="MARGIN",
+              help="Cut each rollout before its first state outside the data's per-dimension box, widened by "
+                   "MARGIN times its width (0: the exact box; negative or unset: off, the paper).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars or banners.")
 def dydiff_command(learner: str, dataset: str, profile: str | None, seed: int, filter_kind: str | None,
                    iterations: int | None, rollout_length: int | None, real_ratio: float | None,
                    steps: int | None, iteration_rule: str | None, dynamics: str | None,
-                   sdedit_sigma: float | None, out: Path | None, quiet: bool) -> None:
+                   sdedit_sigma: float | None, reward_clip: str | None, state_box: float | None,
+                   out: Path | None, quiet: bool) -> None:
     """Train LEARNER on DATASET augmented with DyDiff rollouts (Algorithm 1 of the DyDiff paper).
 
     \b
@@ -318,7 +334,8 @@ def dydiff_command(learner: str, dataset: str, profile: str | None, seed: int, f
     result, run_dir = run_dydiff(learner, dataset, profile=profile, seed=seed, filter=filter_kind,
                                  iterations=iterations, rollout_length=rollout_length,
                                  real_ratio=real_ratio, steps=steps, out=out, iteration_rule=iteration_rule,
-                                 dynamics=dynamics, sdedit_sigma=sdedit_sigma, progress=not quiet)
+                                 dynamics=dynamics, sdedit_sigma=sdedit_sigma, reward_clip=reward_clip,
+                                 state_box=state_box, progress=not quiet)
     summary = _run_summary(result, run_dir)
     click.echo(_table([summary]))
     click.echo(f"run directory: {run_dir}")

@@ -171,6 +171,17 @@ class _State:
     last_row_step: int = 0
     last_row_update_time: float = 0.0
     final: dict[str, Any] | None = None
+    generation: dict[str, float] = field(default_factory=dict)
+
+
+def round_counts(stats: Any) -> dict[str, float]:
+    """The numeric counters of a generator's ``last_round`` (a dataclass or a dict; nested values such as
+    per-stage seconds and booleans are left out), for summing over a run's rounds."""
+    if stats is None:
+        return {}
+    items = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)
+    return {k: float(v) for k, v in items.items()
+            if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)}
 
 
 class _Run:
@@ -234,6 +245,8 @@ class _Run:
             self.store.append(batch)
             self.store.flush()
             self.sampler.add_synthetic(batch.to_transitions())
+        for key, value in round_counts(getattr(self.generator, "last_round", None)).items():
+            self.state.generation[key] = self.state.generation.get(key, 0.0) + value
         self.state.round += 1
         self.state.times["generate"] += time.perf_counter() - t0
 
@@ -468,6 +481,7 @@ def _results_json(run: _Run, r: RunResult) -> dict[str, Any]:
         "num_synthetic": r.num_synthetic, "synthetic_added": run.sampler.synthetic_added,
         "rounds": r.rounds, "generator": getattr(run.generator, "name", None),
         "synthetic_pool": run.sampler.pool_stats(),
+        "generation_counts": dict(run.state.generation),
         **({} if run.env_id is not None else {"evaluation": NO_EVALUATION,
                                                "offline_diagnostics": offline_diagnostics(run)}),
     }

@@ -211,7 +211,8 @@ def test_network_evaluations_of_the_real_sampler() -> None:
 def test_store_attrs_record_every_setting() -> None:
     cfg = DyDiffConfig(iterations=3, rollout_batch=9, rollout_length=L, rollout_interval=77, filter="softmax",
                        eta=0.4, temperature=0.3, real_ratio=0.35, max_synthetic=1234, sample_batch=5,
-                       iteration_rule="average", dynamics="sample", profile="smoke")
+                       iteration_rule="average", dynamics="sample", profile="smoke", reward_clip="data",
+                       state_box=0.5)
     gen = DyDiffGenerator(cfg, progress=False)
     assert gen.dataset_name == "" and gen.env_id is None  # nothing fitted yet
     gen.attach(tiny_dataset(), ToyWorld(), ExactDiffusion())
@@ -221,7 +222,7 @@ def test_store_attrs_record_every_setting() -> None:
         "iterations": 3, "filter": "softmax", "eta": 0.4, "temperature": 0.3, "rollout_length": L,
         "rollout_batch": 9, "rollout_interval": 77, "real_ratio": 0.35, "sample_batch": 5, "profile": "smoke",
         "iteration_rule": "average", "dynamics": "sample", "sdedit_sigma": None, "max_synthetic": 1234,
-        "dataset": "toy-medium-replay"}
+        "reward_clip": "data", "state_box": 0.5, "dataset": "toy-medium-replay"}
 
 
 def test_round_stats_and_float64_dynamics() -> None:

@@ -60,6 +60,8 @@ class EnvRolloutGenerator:
                 if terminated:
                     term[b, t] = True
                     break
+        self.last_round = {"generated": n, "terminated": int(term.any(axis=1).sum()), "seconds": {"x": 1.0},
+                           "flag": True}
         return TrajectoryBatch(
             observations=obs, actions=act, rewards=rew, terminals=term, lengths=lengths, generator=self.name,
             round=np.full(n, round, np.int64), learner_step=np.full(n, learner_step, np.int64),
@@ -108,6 +110,9 @@ def test_generator_hook_store_and_run_files(dataset: OfflineDataset, tmp_path: P
     assert {"critic_loss", "v_loss", "actor_loss", "eval_normalized", "time_generate"} <= set(rows[0])
     assert results["steps"] == 24 and results["rounds"] == 3
     assert results["synthetic_added"] == stored > 0  # every generated transition landed in the store
+    # the generator's counters summed over the 3 rounds; nested seconds and booleans left out
+    assert set(results["generation_counts"]) == {"generated", "terminated"}
+    assert results["generation_counts"]["generated"] == 9
     assert results["final_normalized"] == pytest.approx(rows[-1]["eval_normalized"], rel=1e-5)
     assert results["last5_normalized"] == pytest.approx(np.mean([r["eval_normalized"] for r in rows]), 1e-5)
     assert len(results["final"]["returns"]) == 2
@@ -133,6 +138,8 @@ def test_resume_reaches_the_same_final_result(dataset: OfflineDataset, tmp_path:
     assert resumed.completed and resumed.steps == 24
     np.testing.assert_array_equal(resumed.final.returns, full.final.returns)
     assert resumed.final_normalized == full.final_normalized
+    counts = [load_run(tmp_path / name)[0]["generation_counts"] for name in ("full", "split")]
+    assert counts[0] == counts[1] and counts[0]["generated"] == 9  # the checkpoint keeps the sums
     assert resumed.last5_normalized == full.last5_normalized
     a, b = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "split" / "metrics.csv")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [12, 24]

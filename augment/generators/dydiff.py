@@ -13,6 +13,10 @@ Every rollout round (every ``rollout_interval`` learner updates, driven by ``bas
    filter keeping ``floor(eta * B_r)`` trajectories;
 5. each kept trajectory is cut at its first terminal state by the env's termination rule.
 
+Two guards that are not in the paper, off by default (``DyDiffConfig.reward_clip`` / ``state_box``): the
+predicted rewards clipped to the data's range (step 4), and each rollout cut before its first state
+outside the data's box, with Eq. 11 then summed over the steps kept (steps 4-5).
+
 The math lives in pure functions, re-exported here: :mod:`augment.generators.dydiff_rollout` (Eq. 6-9:
 :func:`single_step_rollout`, :func:`relabel_actions`, :func:`refine`) and
 :mod:`augment.generators.dydiff_scoring` (Eq. 10-11 and the cut: :func:`trajectory_scores`,
@@ -36,6 +40,7 @@ from augment.generators.dydiff_config import (
     FILTERS,
     ITERATION_RULES,
     POOL_ROUNDS,
+    REWARD_CLIPS,
     DyDiffConfig,
     dataset_kind,
 )
@@ -49,10 +54,14 @@ from augment.generators.dydiff_rollout import (
     single_step_rollout,
 )
 from augment.generators.dydiff_scoring import (
+    box_lengths,
+    clip_rewards,
     finite_rows,
     kept_batch,
     mask_padding,
+    masked_scores,
     select_trajectories,
+    state_box,
     trajectory_scores,
     truncate_at_terminals,
 )
@@ -63,22 +72,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from baselines.protocols import Policy
 
 __all__ = [
-    "DYNAMICS_MODES", "FILTERS", "ITERATION_RULES", "POOL_ROUNDS", "DyDiffConfig", "DyDiffGenerator",
-    "RoundStats", "_Dynamics", "_Sampler", "dataset_kind", "finite_rows", "iteration_update", "kept_batch",
-    "mask_padding", "policy_actions", "refine", "relabel_actions", "select_trajectories",
-    "single_step_rollout", "trajectory_scores", "truncate_at_terminals",
+    "DYNAMICS_MODES", "FILTERS", "ITERATION_RULES", "POOL_ROUNDS", "REWARD_CLIPS", "DyDiffConfig",
+    "DyDiffGenerator", "RoundStats", "_Dynamics", "_Sampler", "box_lengths", "clip_rewards", "dataset_kind",
+    "finite_rows", "iteration_update", "kept_batch", "mask_padding", "masked_scores", "policy_actions",
+    "refine", "relabel_actions", "select_trajectories", "single_step_rollout", "state_box",
+    "trajectory_scores", "truncate_at_terminals",
 ]
 
 
 @dataclass
 class RoundStats:
-    """What one :meth:`DyDiffGenerator.generate` call did: counts and wall time per stage (seconds)."""
+    """What one :meth:`DyDiffGenerator.generate` call did: counts and wall time per stage (seconds).
+
+    left_box: generated rows that leave the data's state box within L steps (0 with the box off);
+    box_empty: of those, rows whose first synthetic state is already outside (never kept);
+    rewards_clipped: predicted rewards outside the data's range (counted with or without the clip).
+    """
 
     generated: int = 0
     kept: int = 0
     transitions: int = 0
     terminated: int = 0
     nonfinite: int = 0
+    left_box: int = 0
+    box_empty: int = 0
+    rewards_clipped: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -104,6 +122,8 @@ class DyDiffGenerator:
         self.dataset_name: str = ""
         self.env_id: str | None = None
         self._start_states: np.ndarray | None = None
+        self.reward_range: tuple[float, float] | None = None
+        self.box: tuple[np.ndarray, np.ndarray] | None = None
         self.last_round: RoundStats | None = None
 
     # -- configs of the models it fits ----------------------------------------------------------------
@@ -135,9 +155,7 @@ class DyDiffGenerator:
         from augment.diffusion.trajectory import fit_trajectory_diffusion
         from augment.world import fit_world_model
 
-        self.dataset_name = dataset.name
-        self.env_id = dataset.env_id
-        self._start_states = dataset.transitions.observations
+        self._set_data(dataset)
         device = getattr(self.diffusion_config(), "device", "auto")
         self.world = fit_world_model(dataset, self.world_config(), progress=self.progress, cache=True,
                                      device=device)
@@ -147,12 +165,21 @@ class DyDiffGenerator:
 
     def attach(self, dataset: OfflineDataset, world: Any, diffusion: Any) -> None:
         """Use already-fitted models (the diagnostics and benchmarks share them) with ``dataset``."""
-        self.dataset_name = dataset.name
-        self.env_id = dataset.env_id
-        self._start_states = dataset.transitions.observations
+        self._set_data(dataset)
         self.world = world
         self.diffusion = diffusion
         self._check_horizon()
+
+    def _set_data(self, dataset: OfflineDataset) -> None:
+        """The dataset's name, env, start states, reward range and state box (the guards' bounds)."""
+        t = dataset.transitions
+        self.dataset_name = dataset.name
+        self.env_id = dataset.env_id
+        self._start_states = t.observations
+        self.reward_range = (float(t.rewards.min()), float(t.rewards.max()))
+        margin = self.config.state_box
+        self.box = None if margin is None else state_box(
+            np.concatenate([t.observations, t.next_observations]), margin)
 
     def _check_horizon(self) -> None:
         horizon = int(getattr(self.diffusion, "horizon", self.config.rollout_length))
@@ -186,7 +213,7 @@ class DyDiffGenerator:
             "rollout_batch": cfg.rollout_batch, "rollout_interval": cfg.rollout_interval,
             "real_ratio": cfg.real_ratio, "sample_batch": cfg.sample_batch, "profile": cfg.profile,
             "iteration_rule": cfg.iteration_rule, "dynamics": cfg.dynamics, "sdedit_sigma": cfg.sdedit_sigma,
-            "max_synthetic": cfg.max_synthetic,
+            "max_synthetic": cfg.max_synthetic, "reward_clip": cfg.reward_clip, "state_box": cfg.state_box,
             "dataset": self.dataset_name}}
 
     def rollout(self, s0: np.ndarray, policy: Policy, rng: np.random.Generator,
@@ -210,8 +237,10 @@ class DyDiffGenerator:
                  learner_step: int = 0) -> TrajectoryBatch:
         """One rollout round (Algorithm 1, lines 4-15) from ``n`` (= B_r) start states.
 
-        Returns the floor(eta * n) kept trajectories (fewer only if rollouts went non-finite), each cut
-        at its first terminal; provenance: round, learner_step, filter_score (Eq. 11), start_index.
+        Returns the floor(eta * n) kept trajectories (fewer only if rollouts went non-finite or, with the
+        state box on, left it at their first step), each cut at its first terminal (and, with the box on,
+        before its first state outside it); provenance: round, learner_step, filter_score (Eq. 11),
+        start_index.
         """
         import time
 
@@ -222,6 +251,10 @@ class DyDiffGenerator:
         if n < 1:
             raise UserInputError(f"rollout batch must be >= 1 (got {n})")
         cfg = self.config
+        if (cfg.state_box is not None and self.box is None) or (cfg.reward_clip == "data"
+                                                                and self.reward_range is None):
+            raise UserInputError("the reward clip / state box need the dataset's ranges: call "
+                                 "fit(dataset) or attach(dataset, world, diffusion) before generate()")
         stats = RoundStats(generated=n)
         t0 = time.perf_counter()
         start_index = rng.integers(0, self._start_states.shape[0], size=n).astype(np.int64)
@@ -238,16 +271,28 @@ class DyDiffGenerator:
         flat_s = states[:, :length].reshape(b * length, obs_size)
         flat_a = actions.reshape(b * length, actions.shape[-1])
         rewards = np.asarray(self.world.predict_reward(flat_s, flat_a), dtype=np.float32).reshape(b, length)
+        if self.reward_range is not None:
+            low, high = self.reward_range
+            stats.rewards_clipped = int(((rewards < low) | (rewards > high)).sum())
+            if cfg.reward_clip == "data":
+                rewards = clip_rewards(rewards, low, high)
         flags = np.asarray(self.world.is_terminal(states[:, 1:].reshape(b * length, obs_size)),
                            dtype=bool).reshape(b, length)
-        scores = trajectory_scores(rewards)
         finite = finite_rows(states, actions, rewards)
-        scores = np.where(finite, scores, -np.inf)
         stats.nonfinite = int((~finite).sum())
+        in_box: np.ndarray | None = None
+        if self.box is not None:
+            in_box = box_lengths(states, *self.box)
+            stats.left_box = int((in_box < length).sum())
+            stats.box_empty = int((in_box == 0).sum())
+            scores = masked_scores(rewards, in_box)
+        else:
+            scores = trajectory_scores(rewards)
+        scores = np.where(finite, scores, -np.inf)
         keep = select_trajectories(scores, cfg.filter, cfg.eta, cfg.temperature, rng)
         batch = kept_batch(states, actions, rewards, flags, keep, generator=self.name, round=round,
                            learner_step=learner_step, filter_score=scores[keep].astype(np.float32),
-                           start_index=start_index[keep])
+                           start_index=start_index[keep], max_lengths=in_box)
         stats.kept, stats.transitions = batch.batch_size, batch.num_transitions
         stats.terminated = int(batch.terminals.any(axis=1).sum())
         stats.seconds = {"rollout": t1 - t0, "score_filter": time.perf_counter() - t1}

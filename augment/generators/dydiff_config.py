@@ -24,6 +24,8 @@ ITERATION_RULES: tuple[str, ...] = ("replace", "average")
 #: How the single-step model is rolled (Eq. 6): ``sample`` (a random elite's Gaussian sample) or ``mean``
 #: (the mean over elites of their means, no noise; the official code).
 DYNAMICS_MODES: tuple[str, ...] = ("sample", "mean")
+#: What r_psi's predictions are clipped to: ``none`` (the paper) or ``data`` (the dataset's reward range).
+REWARD_CLIPS: tuple[str, ...] = ("none", "data")
 #: Rounds of synthetic data the cpu / smoke FIFO holds (the paper's 2M buffer holds ~12 rounds).
 POOL_ROUNDS = 12
 
@@ -72,6 +74,13 @@ class DyDiffConfig:
     sample_batch: how many trajectories go through the networks at once (bounds memory; part of the
         config because the random draws follow the chunk order).
     diffusion_steps: Heun steps N of Algorithm 2 (None: the diffusion model's own, 34 in the paper).
+    reward_clip: ``none`` (the paper) or ``data``: clip r_psi's predictions to the dataset's reward range
+        [min r, max r] before scoring and storing (not in the paper; a guard for sparse-reward data such as
+        maze2d, whose regressed rewards otherwise fall outside the env's {0, 1}).
+    state_box: None (the paper) or a margin m >= 0: cut each rollout before its first state outside the
+        data's per-dimension box widened by m times its width (MOPO-style truncation at the data's
+        support; not in the paper). With it on, Eq. 11 sums only the steps kept, and rows whose first
+        synthetic state is already outside are never kept.
     profile, dataset: what :meth:`for_profile` was asked for (recorded with the run).
     notes: why a scaled-down profile differs from the paper (printed by the CLI).
     """
@@ -91,6 +100,8 @@ class DyDiffConfig:
     sdedit_sigma: float | None = None
     sample_batch: int = 2048
     diffusion_steps: int | None = None
+    reward_clip: str = "none"
+    state_box: float | None = None
     profile: str = "paper"
     dataset: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -113,6 +124,10 @@ class DyDiffConfig:
             (self.sdedit_sigma is None or self.sdedit_sigma > 0.0,
              f"--sdedit-sigma must be > 0 or unset (got {self.sdedit_sigma})"),
             (self.max_synthetic >= 1, f"synthetic buffer must be >= 1 (got {self.max_synthetic})"),
+            (self.reward_clip in REWARD_CLIPS,
+             f"--reward-clip must be one of {', '.join(REWARD_CLIPS)} (got '{self.reward_clip}')"),
+            (self.state_box is None or self.state_box >= 0.0,
+             f"--state-box margin must be >= 0 or unset (got {self.state_box})"),
         )
         check_settings(checks)
 
@@ -209,12 +224,17 @@ class DyDiffConfig:
     def explain(self) -> list[str]:
         """Lines for the user: the profile and, when scaled down, what changed from the paper and why."""
         sdedit = "" if self.sdedit_sigma is None else f", SDEdit from sigma {self.sdedit_sigma}"
+        guards = ["rewards clipped to the data's range"] if self.reward_clip == "data" else []
+        if self.state_box is not None:
+            guards.append(f"rollouts cut at the data's state box (margin {self.state_box:g})")
         head = (f"DyDiff ({self.profile}): M={self.iterations} ({self.iteration_rule}, dynamics "
                 f"{self.dynamics}{sdedit}), B_r={self.rollout_batch}, L={self.rollout_length}, "
                 f"every {self.rollout_interval} "
                 f"updates, FIFO {self.max_synthetic:,} (~{self.pool_rounds:.0f} rounds), "
                 f"{self.filter} filter eta={self.eta} (keeps {self.kept_per_round}), "
                 f"temperature={self.temperature}, real ratio={self.real_ratio}")
+        if guards:
+            head += "; not in the paper: " + ", ".join(guards)
         if self.notes:
             head += "\n  the profile scaled the paper's settings down:"
         return [head] + [f"  - {note}" for note in self.notes]

@@ -3,6 +3,12 @@
 Trajectory scores (Eq. 11), the hardmax / softmax filter keeping floor(eta * B_r) rows, the cut at each
 row's first terminal state and the zeroed padding of the stored :class:`TrajectoryBatch`. Pure functions.
 Re-exported by :mod:`augment.generators.dydiff`.
+
+Two guards the paper does not have (``DyDiffConfig.reward_clip`` / ``state_box``, off by default):
+:func:`clip_rewards` clips r_psi's predictions to the data's reward range, and :func:`state_box` /
+:func:`box_lengths` cut each rollout before its first state outside the data's per-dimension box (a
+MOPO-style truncation at the edge of the data's support). With the box on, Eq. 11 sums only the steps
+that will be stored (:func:`masked_scores`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,52 @@ def trajectory_scores(rewards: np.ndarray) -> np.ndarray:
     """
     scores = rewards.astype(np.float64).sum(axis=1)
     return np.where(np.isfinite(scores), scores, -np.inf)
+
+
+def masked_scores(rewards: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Eq. 11 over each row's first ``lengths`` steps: rewards (B, L), lengths (B,) -> (B,) float64.
+
+    Rows with no step left (length 0) or a non-finite sum get -inf, so no filter keeps them.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    valid = np.arange(r.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    scores = np.where(valid, r, 0.0).sum(axis=1)
+    return np.where(np.isfinite(scores) & (np.asarray(lengths) > 0), scores, -np.inf)
+
+
+def clip_rewards(rewards: np.ndarray, low: float, high: float) -> np.ndarray:
+    """r_psi(s, a) clipped to the data's reward range [low, high]; same shape, float32. NaN stays NaN."""
+    if not low <= high:
+        raise ValueError(f"reward range must have low <= high, got [{low}, {high}]")
+    return np.clip(np.asarray(rewards, dtype=np.float32), np.float32(low), np.float32(high))
+
+
+def state_box(observations: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The data's per-dimension box widened by ``margin`` times its width on each side.
+
+    observations: (N, obs) real states (the dataset's observations and next observations); margin >= 0.
+    Returns lo, hi: (obs,) float32, ``min - margin * (max - min)`` and ``max + margin * (max - min)``.
+    """
+    if margin < 0.0:
+        raise ValueError(f"state box margin must be >= 0, got {margin}")
+    x = np.asarray(observations, dtype=np.float64)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    width = hi - lo
+    return (lo - margin * width).astype(np.float32), (hi + margin * width).astype(np.float32)
+
+
+def box_lengths(states: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Steps before each row's first state outside [lo, hi]: (B,) int64 in [0, L].
+
+    states: (B, L+1, obs) with s_0 at index 0 (a real state, not checked); step i (s_i, a_i, s_{i+1}) is
+    kept while every s_1 .. s_{i+1} lies inside the box, so a row whose s_1 is outside has length 0.
+    Non-finite states count as outside.
+    """
+    nxt = np.asarray(states)[:, 1:]
+    inside = np.isfinite(nxt).all(axis=-1) & (nxt >= lo).all(axis=-1) & (nxt <= hi).all(axis=-1)
+    outside = ~inside
+    length = outside.shape[1]
+    return np.where(outside.any(axis=1), outside.argmax(axis=1), length).astype(np.int64)
 
 
 def truncate_at_terminals(terminal_flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,14 +119,21 @@ def finite_rows(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray) ->
 def kept_batch(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, flags: np.ndarray,
                keep: np.ndarray, *, generator: str, round: int, learner_step: int,
                filter_score: np.ndarray | Callable[[np.ndarray], np.ndarray],
-               start_index: np.ndarray) -> TrajectoryBatch:
+               start_index: np.ndarray, max_lengths: np.ndarray | None = None) -> TrajectoryBatch:
     """The rows ``keep`` (K,) of a round as a validated :class:`TrajectoryBatch`: each cut at its first
     terminal (:func:`truncate_at_terminals` on flags (B, L)) with the padding zeroed (:func:`mask_padding`).
 
     states (B, L+1, obs), actions (B, L, act), rewards (B, L): the whole round; filter_score: (K,) float32,
     or a function of the kept rows' lengths (K,) that returns it; start_index: (K,) of the kept rows.
+    max_lengths: (B,) int64 in [1, L] or None: a cut that is not a terminal (the state box, see
+    :func:`box_lengths`); a row cut there ends truncated, with no terminal flag.
     """
     lengths, terminals = truncate_at_terminals(flags[keep])
+    if max_lengths is not None:
+        cap = np.asarray(max_lengths, dtype=np.int64)[keep]
+        cut = cap < lengths
+        lengths = np.where(cut, cap, lengths)
+        terminals[cut] = False
     obs_k, act_k, rew_k = mask_padding(states[keep], actions[keep], rewards[keep], lengths)
     k = keep.shape[0]
     score = filter_score(lengths) if callable(filter_score) else filter_score
