@@ -89,7 +89,7 @@ def test_generate_with_the_state_box_cuts_and_scores_the_kept_steps() -> None:
     # a box on dimension 1 that some rollouts leave at their first step, some later, some never
     lo = np.array([-np.inf, -0.45, -np.inf], np.float32)
     hi = np.array([np.inf, 0.55, np.inf], np.float32)
-    gen.box = (lo, hi)
+    gen.box = gen.data_box = (lo, hi)
     batch = gen.generate(40, LinearPolicy(), np.random.default_rng(4))
     stats = gen.last_round
     assert stats is not None and stats.left_box > 0 and stats.box_empty > 0
@@ -110,6 +110,13 @@ def test_generate_with_the_state_box_cuts_and_scores_the_kept_steps() -> None:
         np.testing.assert_allclose(batch.actions[b, :n], acts[:n], rtol=1e-5, atol=1e-6)
     assert cut_before_terminal > 0
     assert gen.store_attrs()["generator_config"]["state_box"] == 0.0
+    # left_box counts exits from the data's exact box whether or not the cut is on
+    plain = make(1, 40)
+    assert plain.data_box is not None and plain.box is None
+    plain.data_box = (lo, hi)
+    plain.generate(40, LinearPolicy(), np.random.default_rng(4))
+    assert plain.last_round is not None and plain.last_round.box_empty == 0
+    assert plain.last_round.left_box > 0
 
 
 def test_generate_with_the_reward_clip_stores_clipped_rewards() -> None:

@@ -84,8 +84,9 @@ __all__ = [
 class RoundStats:
     """What one :meth:`DyDiffGenerator.generate` call did: counts and wall time per stage (seconds).
 
-    left_box: generated rows that leave the data's state box within L steps (0 with the box off);
-    box_empty: of those, rows whose first synthetic state is already outside (never kept);
+    left_box: generated rows that leave the data's exact state box (margin 0) within L steps, counted
+        whether or not the cut is on; box_empty: rows the cut dropped because their first synthetic state
+        is already outside its box (0 with the cut off);
     rewards_clipped: predicted rewards outside the data's range (counted with or without the clip).
     """
 
@@ -124,6 +125,7 @@ class DyDiffGenerator:
         self._start_states: np.ndarray | None = None
         self.reward_range: tuple[float, float] | None = None
         self.box: tuple[np.ndarray, np.ndarray] | None = None
+        self.data_box: tuple[np.ndarray, np.ndarray] | None = None
         self.last_round: RoundStats | None = None
 
     # -- configs of the models it fits ----------------------------------------------------------------
@@ -177,9 +179,10 @@ class DyDiffGenerator:
         self.env_id = dataset.env_id
         self._start_states = t.observations
         self.reward_range = (float(t.rewards.min()), float(t.rewards.max()))
+        states = np.concatenate([t.observations, t.next_observations])
+        self.data_box = state_box(states, 0.0)
         margin = self.config.state_box
-        self.box = None if margin is None else state_box(
-            np.concatenate([t.observations, t.next_observations]), margin)
+        self.box = None if margin is None else state_box(states, margin)
 
     def _check_horizon(self) -> None:
         horizon = int(getattr(self.diffusion, "horizon", self.config.rollout_length))
@@ -280,10 +283,11 @@ class DyDiffGenerator:
                            dtype=bool).reshape(b, length)
         finite = finite_rows(states, actions, rewards)
         stats.nonfinite = int((~finite).sum())
+        if self.data_box is not None:
+            stats.left_box = int((box_lengths(states, *self.data_box) < length).sum())
         in_box: np.ndarray | None = None
         if self.box is not None:
             in_box = box_lengths(states, *self.box)
-            stats.left_box = int((in_box < length).sum())
             stats.box_empty = int((in_box == 0).sum())
             scores = masked_scores(rewards, in_box)
         else:
