@@ -44,6 +44,14 @@ def _latency(planner: AEPOPlanner, obs: np.ndarray, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
+def _action_stats(acts: np.ndarray, data_acts: np.ndarray) -> dict[str, float]:
+    """Of sampled actions (S, act) against the dataset's actions at the same states (S, act): mean |a|,
+    the share of coordinates with |a| > 0.99 (saturated at the [-1, 1] bounds) and the mean L2 distance."""
+    a = np.asarray(acts, dtype=np.float64)
+    return {"mean_abs": float(np.abs(a).mean()), "saturated": float((np.abs(a) > 0.99).mean()),
+            "dist_to_data": float(np.linalg.norm(a - data_acts, axis=1).mean())}
+
+
 def _arm_config(base: Any, arm: str) -> Any:
     _, _, arg = arm.partition(":")
     return apply_overrides(base, parse_overrides(arg))
@@ -92,6 +100,8 @@ def bench_seed(dataset: Any, profile: str, seed: int, *, envs: int, repeats: int
     with torch.no_grad():
         q_data = float(models.critic.q(s_t, torch.from_numpy(dataset.transitions.actions[idx])).mean())
     q_of: dict[str, float] = {"dataset actions": q_data}
+    data_acts = dataset.transitions.actions[idx]
+    action_stats: dict[str, dict[str, float]] = {"dataset actions": _action_stats(data_acts, data_acts)}
     for arm in ARMS:
         cfg = _arm_config(config, arm)
         if cfg.actor == "iql":
@@ -100,7 +110,9 @@ def bench_seed(dataset: Any, profile: str, seed: int, *, envs: int, repeats: int
             acts = sample_actions(models, s, cfg, torch.Generator().manual_seed(seed))
         with torch.no_grad():
             q_of[arm] = float(models.critic.q(s_t, torch.from_numpy(acts)).mean())
+        action_stats[arm] = _action_stats(acts, data_acts)
     out["mean_q_of_sampled_actions"] = q_of
+    out["action_stats"] = action_stats
     return out
 
 
@@ -127,6 +139,14 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     for r in rows:
         values = r["mean_q_of_sampled_actions"].values()
         lines.append(f"| {r['seed']} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    lines += ["", "Sampled actions on the same states: mean |a| / share saturated (|a| > 0.99) / mean L2 "
+              "distance to the dataset action:", "",
+              "| seed | " + " | ".join(rows[0]["action_stats"]) + " |",
+              "| --- | " + " | ".join("---" for _ in rows[0]["action_stats"]) + " |"]
+    for r in rows:
+        cells = [f"{v['mean_abs']:.2f} / {v['saturated']:.2f} / {v['dist_to_data']:.2f}"
+                 for v in r["action_stats"].values()]
+        lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -303,3 +303,29 @@ def test_augment_plan_aepo_smoke_end_to_end(tmp_path, capsys: pytest.CaptureFixt
     code, _, err = run_cli(["plan", "aepo", "--dataset", "hopper-medium-replay", "--profile", "smoke",
                          "--set", "posterior=3", "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and err.count("\n") == 1 and "posterior must be 1 or 2" in err
+
+
+def test_guidance_probe_rows(planner, dataset) -> None:
+    """benchmarks/probe_aepo_guidance.py: its Eq. 25 terms match a direct computation and stay in range."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_aepo_guidance.py"
+    spec = importlib.util.spec_from_file_location("probe_aepo_guidance", path)
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    models, cfg = planner.models, planner.config
+    s = torch.from_numpy(dataset.transitions.observations[:64])
+    a0 = torch.from_numpy(dataset.transitions.actions[:64])
+    row = probe.probe(models, cfg, s, a0, 0.3, torch.Generator().manual_seed(0))
+    q0, g0 = M.q_value_and_grad(models.critic.q, s, a0)
+    with torch.no_grad():
+        q_bar = models.critic.q(s, M.a_bar(a0, g0, cfg.nu)).reshape(-1)
+    assert row["beta_q_mean"] == pytest.approx(float(cfg.beta * q_bar.mean()), rel=1e-5)
+    assert row["grad_q_norm"] == pytest.approx(float(g0.norm(dim=-1).mean()), rel=1e-5)
+    var = float(models.table(torch.tensor([0.3]))[0])
+    assert row["sigma_tilde2"] == pytest.approx(var) and 0.0 <= var <= models.var_a0 + 1e-9
+    expected_var_term = 0.5 * cfg.beta ** 2 * var * float((g0 ** 2).sum(-1).mean())
+    assert row["variance_mean"] == pytest.approx(expected_var_term, rel=1e-4, abs=1e-6)
+    assert -1.0 <= row["cos_gradE_gradQ_mean"] <= 1.0 and row["guidance_over_prior_median"] > 0.0
