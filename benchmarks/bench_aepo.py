@@ -58,7 +58,7 @@ def _arm_config(base: Any, arm: str) -> Any:
 
 
 def bench_seed(dataset: Any, profile: str, seed: int, *, envs: int, repeats: int, states: int,
-               overrides: str | None) -> dict[str, Any]:
+               overrides: str | None, arms: tuple[str, ...] = ARMS) -> dict[str, Any]:
     config = planner_config("aepo", profile, dataset.name, overrides, seed=seed)
     planner = AEPOPlanner(config, progress=True)
     t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def bench_seed(dataset: Any, profile: str, seed: int, *, envs: int, repeats: int
     q_of: dict[str, float] = {"dataset actions": q_data}
     data_acts = dataset.transitions.actions[idx]
     action_stats: dict[str, dict[str, float]] = {"dataset actions": _action_stats(data_acts, data_acts)}
-    for arm in ARMS:
+    for arm in arms:
         cfg = _arm_config(config, arm)
         if cfg.actor == "iql":
             acts = np.asarray(models.iql.predict(s), dtype=np.float32)
@@ -160,12 +160,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--states", type=int, default=2048, help="dataset states for the guidance check")
     ap.add_argument("--out", type=Path, default=None, help="directory for bench_aepo.json / .md")
+    ap.add_argument("--arm", dest="arms", action="append", default=[],
+                    help="an arm for the Q / action check (repeatable, e.g. --arm aepo:omega=0.1); "
+                         f"default: {', '.join(ARMS)}")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     dataset = load_dataset(args.dataset, profile=args.profile, progress=True)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     rows = [bench_seed(dataset, args.profile, s, envs=args.envs, repeats=args.repeats, states=args.states,
-                       overrides=args.overrides) for s in seeds]
+                       overrides=args.overrides, arms=tuple(args.arms) or ARMS) for s in seeds]
     text = markdown(rows, f"AEPO on {dataset.name} ({args.profile})")
     print(text)
     if args.out is not None:
