@@ -1,0 +1,99 @@
+"""Does E_Theta's action gradient align with the critic's when it trains longer? (AEPO, Eq. 26.)
+
+Loads a cached AEPO model (eps_theta, critics and table are kept), continues E_Theta's regression
+(:func:`augment.planners.aepo_train.train_energy`, the same Eq. 25 target) in chunks, and after each chunk
+measures on fixed dataset states what ``benchmarks/probe_aepo_guidance.py`` measures (cos(grad E_Theta,
+Q'(mu~)) and the guidance / prior ratio per t), plus the mean Q and the share of saturated coordinates of
+the actions AEPO samples at the config's omega. Nothing is written to the cache.
+
+    OMP_NUM_THREADS=1 python3 benchmarks/probe_aepo_energy_dose.py --seed 0 --chunks 20000,20000
+
+Prints one markdown row per chunk; ``--out FILE.json`` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from augment.planners.aepo import AEPOPlanner, sample_actions  # noqa: E402
+from augment.planners.aepo_train import train_energy  # noqa: E402
+from augment.planners.run import planner_config  # noqa: E402
+from baselines.seeding import derive_seed  # noqa: E402
+from stores.datasets import load_dataset  # noqa: E402
+
+TIMES = (0.01, 0.1, 0.3, 0.5)
+
+
+def _probe_module():  # the sibling script, loaded by path (benchmarks/ is not a package)
+    path = Path(__file__).resolve().parent / "probe_aepo_guidance.py"
+    spec = importlib.util.spec_from_file_location("probe_aepo_guidance", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="hopper-medium-replay")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunks", default="20000,20000", help="extra E_Theta steps per chunk, comma-separated")
+    ap.add_argument("--states", type=int, default=1024)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    probe = _probe_module()
+    dataset = load_dataset(args.dataset, profile=args.profile)
+    config = planner_config("aepo", args.profile, dataset.name, None, seed=args.seed)
+    planner = AEPOPlanner(config, progress=True)
+    planner.fit(dataset)
+    models = planner.models
+    tr = dataset.transitions
+    s_all = torch.from_numpy(np.ascontiguousarray(tr.observations, dtype=np.float32))
+    s_n_all = models.norm_obs(tr.observations)
+    a_all = torch.from_numpy(np.ascontiguousarray(tr.actions, dtype=np.float32))
+    rng = np.random.default_rng(args.seed)
+    idx = rng.integers(0, len(tr.observations), size=args.states)
+    s_raw, a0 = s_all[idx], a_all[idx]
+    rows = []
+    done = int(config.energy_steps)
+    chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip()]
+    for k, steps in enumerate(chunks):
+        loss = float("nan")
+        if steps:
+            rec = train_energy(models, s_all, s_n_all, a_all, steps=steps, batch=int(config.energy_batch),
+                               lr=float(config.energy_lr), beta=float(config.beta), nu=float(config.nu),
+                               clip_mu=bool(config.clip_mu), baseline=config.energy_baseline,
+                               seed=derive_seed(args.seed, f"aepo-energy-dose-{k}"), progress=True)
+            loss = float(rec["final_loss_standardised"])
+            done += steps
+        gen = torch.Generator().manual_seed(args.seed)
+        per_t = [probe.probe(models, config, s_raw, a0, t, gen) for t in TIMES]
+        acts = sample_actions(models, s_raw.numpy(), config, torch.Generator().manual_seed(args.seed))
+        with torch.no_grad():
+            q = float(models.critic.q(s_raw, torch.from_numpy(acts)).mean())
+        rows.append({"energy_steps": done, "loss": loss, "q_of_samples": q,
+                     "saturated": float((np.abs(acts) > 0.99).mean()),
+                     "cos": [r["cos_gradE_gradQ_mean"] for r in per_t],
+                     "ratio": [r["guidance_over_prior_median"] for r in per_t]})
+        r = rows[-1]
+        cos_txt = " / ".join(f"{c:.2f}" for c in r["cos"])
+        ratio_txt = " / ".join(f"{x:.2f}" for x in r["ratio"])
+        sat = r["saturated"]
+        print(f"| {done} | {loss:.3f} | {cos_txt} | {ratio_txt} | {q:.2f} | {sat:.2f} |", flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"seed": args.seed, "times": TIMES, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
