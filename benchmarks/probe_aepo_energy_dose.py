@@ -14,7 +14,6 @@ Prints one markdown row per chunk; ``--out FILE.json`` writes them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import probe_aepo_guidance as probe  # noqa: E402  (the sibling script: its directory is on sys.path)
+
 from augment.planners.aepo import AEPOPlanner, sample_actions  # noqa: E402
 from augment.planners.aepo_train import train_energy  # noqa: E402
 from augment.planners.run import planner_config  # noqa: E402
@@ -31,15 +32,6 @@ from baselines.seeding import derive_seed  # noqa: E402
 from stores.datasets import load_dataset  # noqa: E402
 
 TIMES = (0.01, 0.1, 0.3, 0.5)
-
-
-def _probe_module():  # the sibling script, loaded by path (benchmarks/ is not a package)
-    path = Path(__file__).resolve().parent / "probe_aepo_guidance.py"
-    spec = importlib.util.spec_from_file_location("probe_aepo_guidance", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--states", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    probe = _probe_module()
     dataset = load_dataset(args.dataset, profile=args.profile)
     config = planner_config("aepo", args.profile, dataset.name, None, seed=args.seed)
     planner = AEPOPlanner(config, progress=True)

@@ -35,11 +35,12 @@ def trajectory_scores(rewards: np.ndarray) -> np.ndarray:
 def masked_scores(rewards: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Eq. 11 over each row's first ``lengths`` steps: rewards (B, L), lengths (B,) -> (B,) float64.
 
-    Rows with no step left (length 0) or a non-finite sum get -inf, so no filter keeps them.
+    Rows with no step left (length 0) or a non-finite sum get -inf, so no filter keeps them. The sum is
+    :func:`augment.generators.filters.trajectory_scores` with lengths.
     """
-    r = np.asarray(rewards, dtype=np.float64)
-    valid = np.arange(r.shape[1])[None, :] < np.asarray(lengths)[:, None]
-    scores = np.where(valid, r, 0.0).sum(axis=1)
+    from augment.generators import filters
+
+    scores = filters.trajectory_scores(rewards, lengths)
     return np.where(np.isfinite(scores) & (np.asarray(lengths) > 0), scores, -np.inf)
 
 
