@@ -6,7 +6,9 @@ Per seed the planner is trained once (or loaded from the planner cache: every se
 field, so all settings share the trained networks) and evaluated with the shared harness
 (:func:`baselines.evaluate.evaluate`, same acting and evaluation seeds as ``augment plan``) under each
 setting. Prints a markdown table (mean +- standard error over seeds, per-seed scores, seconds per action)
-and writes ``td_checks.json`` under ``--out``.
+and writes ``td_checks.json`` under ``--out``. Each finished seed is also written to ``--out/seed_N.json``
+and reused by a later call with the same dataset, profile, episodes, envs, step cap and overrides, so the
+seeds can be run one session at a time (``--seeds 0``, commit, ``--seeds 0,1`` later, ...).
 
     # the acceptance run (cpu profile, hopper-medium-replay, 3 seeds; ~30 min training per seed)
     OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/bench_td.py --dataset hopper-medium-replay \\
@@ -75,6 +77,22 @@ def run_seed(dataset: Any, profile: str, seed: int, *, episodes: int, envs: int,
     return rows
 
 
+def seed_rows(path: Path, key: dict[str, Any], run: Any) -> list[dict[str, Any]]:
+    """The rows of one seed: read from ``path`` when it holds a finished seed of the same ``key``,
+    else ``run()``, then written to ``path`` (atomically: a killed seed leaves no file)."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            print(f"{path.name}: finished earlier with the same settings, reused", file=sys.stderr)
+            return saved["rows"]
+        print(f"{path.name}: written with other settings, rerun", file=sys.stderr)
+    rows = run()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=2, default=str))
+    tmp.replace(path)
+    return rows
+
+
 def summary(rows: list[dict[str, Any]]) -> str:
     """Markdown: setting | mean +- s.e. over seeds | per-seed | s / action."""
     lines = ["| setting | score (mean +- s.e.) | per seed | s / action |", "| --- | --- | --- | --- |"]
@@ -123,12 +141,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if dataset.env_id is None:
         raise SystemExit(f"dataset '{dataset.name}' names no environment to evaluate in")
     rows: list[dict[str, Any]] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    key = {"dataset": dataset.name, "dataset_hash": dataset.content_hash, "profile": profile,
+           "episodes": args.episodes, "envs": args.envs, "max_steps": args.max_steps,
+           "overrides": args.overrides}
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run_seed(dataset, profile, seed, episodes=args.episodes, envs=args.envs,
-                         max_steps=args.max_steps, overrides=args.overrides, progress=not args.quiet)
+        rows += seed_rows(args.out / f"seed_{seed}.json", key, lambda seed=seed: run_seed(
+            dataset, profile, seed, episodes=args.episodes, envs=args.envs, max_steps=args.max_steps,
+            overrides=args.overrides, progress=not args.quiet))
     table = summary(rows)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "td_checks.json").write_text(json.dumps(
         {"dataset": dataset.name, "profile": profile, "seeds": args.seeds, "episodes": args.episodes,
          "max_steps": args.max_steps, "overrides": args.overrides, "rows": rows, "table": table}, indent=2,

@@ -1,0 +1,60 @@
+"""benchmarks/bench_td.py keeps each finished seed in ``seed_N.json`` and reuses it only for the same
+settings, so the cpu acceptance can be run one seed per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_td.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_td_under_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_rows_reuses_same_settings_and_reruns_others(tmp_path: Path) -> None:
+    bench = _load()
+    calls: list[int] = []
+
+    def run() -> list[dict[str, Any]]:
+        calls.append(1)
+        return [{"setting": "TD (1 x RTG)", "seed": 0, "score": 12.5 + len(calls)}]
+
+    key = {"dataset": "d", "dataset_hash": "abc", "profile": "cpu", "episodes": 10, "envs": 10,
+           "max_steps": None, "overrides": ""}
+    path = tmp_path / "seed_0.json"
+    first = bench.seed_rows(path, key, run)
+    assert calls == [1] and first[0]["score"] == 13.5
+    assert json.loads(path.read_text())["key"] == key
+    assert not path.with_suffix(".json.tmp").exists()
+
+    again = bench.seed_rows(path, dict(key), run)  # same settings: read back, not rerun
+    assert calls == [1] and again == first
+
+    other = bench.seed_rows(path, {**key, "episodes": 2}, run)  # other settings: rerun and overwrite
+    assert calls == [1, 1] and other[0]["score"] == 14.5
+    assert json.loads(path.read_text())["key"]["episodes"] == 2
+
+
+def test_seed_rows_leaves_no_file_when_the_seed_fails(tmp_path: Path) -> None:
+    bench = _load()
+    path = tmp_path / "seed_3.json"
+
+    def boom() -> list[dict[str, Any]]:
+        raise RuntimeError("killed mid-seed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        bench.seed_rows(path, {"k": 1}, boom)
+    assert not path.exists()
