@@ -6,7 +6,13 @@ measures on fixed dataset states what ``benchmarks/probe_aepo_guidance.py`` meas
 Q'(mu~)) and the guidance / prior ratio per t), plus the mean Q and the share of saturated coordinates of
 the actions AEPO samples at the config's omega. Nothing is written to the cache.
 
+``--beta B`` asks the other question, whether a smaller inverse temperature aligns it (Eq. 25's variance
+term grows as beta^2, its linear term as beta): E_Theta is re-initialised and trained on the Eq. 25 target
+at beta = B for the config's ``energy_steps`` (the same budget as the cached model's), then the chunks
+continue from there; the probe rows and AEPO's sampling use B as well.
+
     OMP_NUM_THREADS=1 python3 benchmarks/probe_aepo_energy_dose.py --seed 0 --chunks 20000,20000
+    OMP_NUM_THREADS=1 python3 benchmarks/probe_aepo_energy_dose.py --seed 0 --beta 0.3 --chunks 0
 
 Prints one markdown row per chunk; ``--out FILE.json`` writes them.
 """
@@ -14,6 +20,7 @@ Prints one markdown row per chunk; ``--out FILE.json`` writes them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import probe_aepo_guidance as probe  # noqa: E402  (the sibling script: its directory is on sys.path)
 
 from augment.planners.aepo import AEPOPlanner, sample_actions  # noqa: E402
-from augment.planners.aepo_train import train_energy  # noqa: E402
+from augment.planners.aepo_train import build_networks, train_energy  # noqa: E402
 from augment.planners.run import planner_config  # noqa: E402
 from baselines.seeding import derive_seed  # noqa: E402
 from stores.datasets import load_dataset  # noqa: E402
@@ -41,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunks", default="20000,20000", help="extra E_Theta steps per chunk, comma-separated")
     ap.add_argument("--states", type=int, default=1024)
+    ap.add_argument("--beta", type=float, default=None,
+                    help="train a fresh E_Theta at this beta first (default: keep the cached one)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     dataset = load_dataset(args.dataset, profile=args.profile)
@@ -57,7 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     s_raw, a0 = s_all[idx], a_all[idx]
     rows = []
     done = int(config.energy_steps)
-    chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip()]
+    chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip() and int(c) > 0]
+    if args.beta is not None:  # a fresh E_Theta at the new beta, trained for the cached model's budget
+        config = dataclasses.replace(config, beta=float(args.beta))
+        config.validate()
+        fresh = build_networks(config, dataset.observation_size, dataset.action_size)[1]
+        models.energy_net = fresh.to(next(models.energy_net.parameters()).device)
+        chunks[0], done = int(config.energy_steps), 0
+    print(f"beta {config.beta}; | E_Theta steps | loss | cos(grad E, Q') at t = {TIMES} | guidance / prior | "
+          "mean Q of samples | saturated share |", flush=True)
     for k, steps in enumerate(chunks):
         loss = float("nan")
         if steps:
