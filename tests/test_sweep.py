@@ -220,3 +220,27 @@ def test_killed_sweep_resumes_without_rerunning_finished_cells(tmp_path: Path, d
     resumed = read_json(cut.run_dir(spec.root) / "results.json")["evaluations"]
     uninterrupted = read_json(fresh / "results.json")["evaluations"]
     assert [e["return_mean"] for e in resumed] == [e["return_mean"] for e in uninterrupted]
+
+
+def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/sweep_cpu_acceptance.yaml builds from the repository root, and every finished run under its
+    committed root (some copied in from earlier `augment compare` runs) has the sweep's profile, arm, seed
+    and learner budget, and one recipe hash per dataset, so the tables compare like with like."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    spec, engine = build(read_sweep_file(repo / "examples" / "sweep_cpu_acceptance.yaml"))
+    assert spec.root == repo / "benchmarks" / "sweeps" / "cpu-acceptance-v1" and spec.profile == "cpu"
+    assert spec.arms[0] == "base" and len(spec.seeds) >= 5 and len(spec.datasets) >= 2
+    hashes: dict[str, set[str]] = {}
+    for results in sorted(spec.root.glob("*/*/runs/*/seed_*/results.json")):
+        run = results.parent
+        res, cfg = read_json(results), read_json(run / "config.json")
+        dataset, learner = run.parents[2].parent.name, run.parents[2].name
+        assert res["profile"] == "cpu" and res["learner"] == learner == cfg["learner"], run
+        assert run.name == f"seed_{res['seed']}" and cfg["train"]["seed"] == res["seed"], run
+        assert res["steps"] == cfg["train"]["steps"] == 50000, run
+        arm = run.parent.name  # safe arm name, e.g. base, dydiff, dydiff_rclip_data_box_0
+        assert (cfg["generator"] is None) == (arm == "base"), run
+        assert arm.startswith(cfg["generator"] or "base"), run
+        hashes.setdefault(dataset, set()).add(cfg["dataset"]["content_hash"])
+    assert all(len(h) == 1 for h in hashes.values()), hashes
