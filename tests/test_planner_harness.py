@@ -33,7 +33,9 @@ class RecordingPolicy:
         self.resets: list[int] = []
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        return np.tanh(observations @ self.w).astype(np.float32)
+        # row by row, so that a batch of envs gets bit-for-bit the actions of the one-env replay (a batched
+        # matmul may sum in another order: 1 ulp in an action moves a reward by ~1e-9)
+        return np.stack([np.tanh(row @ self.w) for row in observations]).astype(np.float32)
 
     def reset(self, n: int) -> None:
         self.resets.append(n)
