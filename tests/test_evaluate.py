@@ -18,7 +18,9 @@ class LinearPolicy:
         self.resets: list[int] = []
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        return np.tanh(observations @ self.w).astype(np.float32)
+        # row by row: a batched matmul may sum in another order than a one-row one (1 ulp in an action
+        # moves a return by ~1e-9), and the width test below compares returns bit for bit
+        return np.stack([np.tanh(row @ self.w) for row in observations]).astype(np.float32)
 
     def reset(self, n: int) -> None:
         self.resets.append(n)
