@@ -80,16 +80,16 @@ def run_seed(dataset: Any, profile: str, seed: int, *, episodes: int, envs: int,
 def seed_rows(path: Path, key: dict[str, Any], run: Any) -> list[dict[str, Any]]:
     """The rows of one seed: read from ``path`` when it holds a finished seed of the same ``key``,
     else ``run()``, then written to ``path`` (atomically: a killed seed leaves no file)."""
+    from baselines.runs import read_json, write_json
+
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         if saved.get("key") == key:
             print(f"{path.name}: finished earlier with the same settings, reused", file=sys.stderr)
             return saved["rows"]
         print(f"{path.name}: written with other settings, rerun", file=sys.stderr)
     rows = run()
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=2, default=str))
-    tmp.replace(path)
+    write_json(path, {"key": key, "rows": rows})
     return rows
 
 

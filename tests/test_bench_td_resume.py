@@ -38,7 +38,7 @@ def test_seed_rows_reuses_same_settings_and_reruns_others(tmp_path: Path) -> Non
     first = bench.seed_rows(path, key, run)
     assert calls == [1] and first[0]["score"] == 13.5
     assert json.loads(path.read_text())["key"] == key
-    assert not path.with_suffix(".json.tmp").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["seed_0.json"]  # no temporary file left beside it
 
     again = bench.seed_rows(path, dict(key), run)  # same settings: read back, not rerun
     assert calls == [1] and again == first

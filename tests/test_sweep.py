@@ -228,15 +228,15 @@ def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.Monk
     and learner budget, and one recipe hash per dataset, so the tables compare like with like."""
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)
-    spec, engine = build(read_sweep_file(repo / "examples" / "sweep_cpu_acceptance.yaml"))
+    spec, _ = build(read_sweep_file(repo / "examples" / "sweep_cpu_acceptance.yaml"))
     assert spec.root == repo / "benchmarks" / "sweeps" / "cpu-acceptance-v1" and spec.profile == "cpu"
     assert spec.arms[0] == "base" and len(spec.seeds) >= 5 and len(spec.datasets) >= 2
     hashes: dict[str, set[str]] = {}
     for results in sorted(spec.root.glob("*/*/runs/*/seed_*/results.json")):
         run = results.parent
         res, cfg = read_json(results), read_json(run / "config.json")
-        dataset, learner = run.parents[2].parent.name, run.parents[2].name
-        assert res["profile"] == "cpu" and res["learner"] == learner == cfg["learner"], run
+        dataset, learner = run.parents[3].name, run.parents[2].name  # ROOT/<dataset>/<learner>/runs/<arm>/
+        assert res["profile"] == spec.profile and res["learner"] == learner == cfg["learner"], run
         assert run.name == f"seed_{res['seed']}" and cfg["train"]["seed"] == res["seed"], run
         assert res["steps"] == cfg["train"]["steps"] == 50000, run
         arm = run.parent.name  # safe arm name, e.g. base, dydiff, dydiff_rclip_data_box_0
