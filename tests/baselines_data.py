@@ -8,6 +8,16 @@ import numpy as np
 from stores.schema import Episode, OfflineDataset
 
 
+def tanh_linear_rows(observations: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """tanh(s W) for each row of ``observations`` (B, obs) -> (B, act) float32, one row at a time.
+
+    Row by row so that a batch of envs gets bit-for-bit the actions of a one-env run: a batched matmul
+    may sum in another order than a one-row one (1 ulp in an action moves a return by ~1e-9), and the
+    harness tests compare returns exactly.
+    """
+    return np.stack([np.tanh(row @ w) for row in observations]).astype(np.float32)
+
+
 def hopper_random_dataset(episodes: int = 20, seed: int = 0, max_steps: int = 200) -> OfflineDataset:
     """``episodes`` Hopper-v5 episodes of random actions (random hoppers fall within ~10-60 steps)."""
     env = gym.make("Hopper-v5")

@@ -20,7 +20,7 @@ from augment.planners.base import (
 )
 from baselines.evaluate import episode_seed, evaluate
 from stores.errors import UserInputError
-from tests.baselines_data import hopper_random_dataset
+from tests.baselines_data import hopper_random_dataset, tanh_linear_rows
 from tests.cli_helpers import run_cli
 
 
@@ -33,9 +33,7 @@ class RecordingPolicy:
         self.resets: list[int] = []
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        # row by row, so that a batch of envs gets bit-for-bit the actions of the one-env replay (a batched
-        # matmul may sum in another order: 1 ulp in an action moves a reward by ~1e-9)
-        return np.stack([np.tanh(row @ self.w) for row in observations]).astype(np.float32)
+        return tanh_linear_rows(observations, self.w)
 
     def reset(self, n: int) -> None:
         self.resets.append(n)
