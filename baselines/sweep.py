@@ -54,6 +54,7 @@ from baselines.sweep_state import (
     driver_lock,
     lock_is_held,
     manifest_cells,
+    manifest_path,
     read_manifest,
     record_failure,
     record_lost_attempt,
@@ -64,15 +65,16 @@ from baselines.sweep_worker import SHARED_ENV, CellOutcome, CellPayload
 from stores.errors import UserInputError
 
 __all__ = ["EngineOptions", "RunResources", "SweepResult", "SweepSpec", "SweepStatus", "build",
-           "report_sweep", "run_sweep", "sweep_status"]
+           "plan_sweep", "report_sweep", "run_sweep", "sweep_status"]
 
 
 @dataclass
 class SweepResult:
     """What :func:`run_sweep` returns: every cell's final status, the report, and this call's counts.
 
-    seconds: the whole call; run_seconds: from starting the engine to the last run's end (no datasets,
-    no tables).
+    status and report cover the root's whole grid (every invocation's cells); missing: this call's cells
+    without a finished run (failed or still running elsewhere). seconds: the whole call; run_seconds:
+    from starting the engine to the last run's end (no datasets, no tables).
     """
 
     root: Path
@@ -80,6 +82,7 @@ class SweepResult:
     report: SweepReport
     ran: int = 0
     failed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
     run_seconds: float = 0.0
 
@@ -143,7 +146,7 @@ def run_sweep(spec: SweepSpec, engine: EngineOptions | None = None, *, retry_fai
     with driver_lock(root):
         check_budget(root, spec)  # again under the lock: another driver may have started meanwhile
         cells = expand(spec, names)
-        write_manifest(root, spec, cells, invocation=invocation, engine=engine.engine)
+        grid = write_manifest(root, spec, cells, invocation=invocation, engine=engine.engine)
         before = {c.cell_id: cell_status(root, c) for c in cells}
         todo = [c for c in cells if before[c.cell_id].status in ("pending", "running")
                 or (before[c.cell_id].status == "failed" and retry_failed)]
@@ -155,11 +158,18 @@ def run_sweep(spec: SweepSpec, engine: EngineOptions | None = None, *, retry_fai
         ran, failed = _drive(spec, engine, root, cells, todo, invocation=invocation, progress=progress,
                              log=log)
         run_seconds = time.perf_counter() - t_runs
-        status = SweepStatus(root=root, cells=[cell_status(root, c) for c in cells])
-        rep = write_reports(root, cells, {s.cell.cell_id: s for s in status.cells}, metric=spec.metric,
-                            profile=spec.profile, arm_order=[names[a] for a in spec.arms])
-    return SweepResult(root=root, status=status, report=rep, ran=ran, failed=failed,
+        status = SweepStatus(root=root, cells=[cell_status(root, c) for c in grid])
+        rep = write_reports(root, grid, {s.cell.cell_id: s for s in status.cells}, metric=spec.metric,
+                            profile=spec.profile, arm_order=grid_arm_order(grid))
+    invoked = {c.cell_id for c in cells}
+    missing = [s.cell.describe() for s in status.cells if s.cell.cell_id in invoked and s.status != "done"]
+    return SweepResult(root=root, status=status, report=rep, ran=ran, failed=failed, missing=missing,
                        seconds=time.perf_counter() - started, run_seconds=run_seconds)
+
+
+def grid_arm_order(grid: list[Cell]) -> list[str]:
+    """Arm names in the order the root first met them: the first is the tables' reference arm."""
+    return list(dict.fromkeys(c.arm_name for c in grid))
 
 
 def _drive(spec: SweepSpec, options: EngineOptions, root: Path, cells: list[Cell], todo: list[Cell], *,
@@ -260,6 +270,22 @@ def _judge(root: Path, fin: Finished, *, invocation: str, max_attempts: int) -> 
     return "", "FAILED"
 
 
+def plan_sweep(spec: SweepSpec) -> list[CellStatus]:
+    """What :func:`run_sweep` would do with ``spec``, writing nothing: each of its cells with its status
+    in ``spec.root`` now (done cells are skipped, pending and interrupted ones run, failed ones wait for
+    ``retry_failed``). Resolves the arms but loads no dataset (a missing recipe is built only by a run)."""
+    from baselines.compare import resolve_arm
+
+    spec.validate()
+    root = Path(spec.root)
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"--root '{root}' is a file; name a directory for the sweep (it is created)")
+    if manifest_path(root).exists():
+        check_budget(root, spec)
+    names = {a: resolve_arm(a).name for a in spec.arms}
+    return [cell_status(root, c) for c in expand(spec, names)]
+
+
 def report_sweep(root: Path) -> tuple[SweepStatus, SweepReport]:
     """Write the tables of the sweep in ``root`` from the runs finished so far (runs nothing)."""
     root = Path(root)
@@ -267,9 +293,8 @@ def report_sweep(root: Path) -> tuple[SweepStatus, SweepReport]:
     cells = manifest_cells(manifest)
     status = sweep_status(root)
     spec = manifest["spec"]
-    arm_order = list(dict.fromkeys(c.arm_name for c in cells))
     rep = write_reports(root, cells, {s.cell.cell_id: s for s in status.cells}, metric=spec["metric"],
-                        profile=spec["profile"], arm_order=arm_order)
+                        profile=spec["profile"], arm_order=grid_arm_order(cells))
     return status, rep
 
 

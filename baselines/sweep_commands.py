@@ -66,17 +66,22 @@ def sweep_group() -> None:
 @click.option("--retries", type=int, default=None, help="Extra attempts of a failed run [1].")
 @click.option("--retry-failed", is_flag=True, help="Run again cells that failed in an earlier sweep.")
 @click.option("--no-warmup", is_flag=True, help="Start every seed at once, even of model-training arms.")
+@click.option("--dry-run", is_flag=True,
+              help="List this sweep's cells and what would happen to each (done: skipped); run and write "
+                   "nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-run lines.")
 def run_cmd(sweep_file: Path | None, root: Path | None, datasets: tuple[str, ...], arms: tuple[str, ...],
             learners: tuple[str, ...], seeds: str | None, profile: str | None, steps: int | None,
             eval_every: int | None, eval_episodes: int | None, real_ratio: float | None, metric: str | None,
             engine: str | None, address: str | None, jobs: int | None, cpus_per_run: float | None,
             gpus_per_run: float | None, retries: int | None, retry_failed: bool, no_warmup: bool,
-            quiet: bool) -> None:
+            dry_run: bool, quiet: bool) -> None:
     """Run (or resume) a sweep; options override the YAML file's values. Ends with the per-task
-    compare tables and ROOT/summary.md; exits 1 when cells are missing (failed or still running)."""
+    compare tables and ROOT/summary.md, which cover every cell the root was ever swept with (a narrower
+    call, e.g. one arm and two seeds of a YAML grid, runs only its cells and adds them to the root);
+    exits 1 when this call's cells are missing (failed or still running)."""
     from augment.profiles import profile_banner
-    from baselines.sweep import run_sweep
+    from baselines.sweep import plan_sweep, run_sweep
     from baselines.sweep_grid import build, read_sweep_file
 
     options: dict[str, Any] = dict(read_sweep_file(sweep_file)) if sweep_file is not None else {}
@@ -96,6 +101,9 @@ def run_cmd(sweep_file: Path | None, root: Path | None, datasets: tuple[str, ...
     if no_warmup:
         options["warmup"] = False
     spec, engine_options = build(options)
+    if dry_run:
+        _print_plan(plan_sweep(spec), spec.root, retry_failed=retry_failed)
+        return
     banner = profile_banner(spec.profile)
     if banner and not quiet:
         click.echo(banner, err=True)
@@ -105,8 +113,23 @@ def run_cmd(sweep_file: Path | None, root: Path | None, datasets: tuple[str, ...
     click.echo(result.report.files["markdown"].read_text())
     click.echo(f"{result.status.line()}; ran {result.ran} in {result.seconds:.0f} s")
     click.echo("wrote " + ", ".join(str(p) for p in result.report.files.values()))
-    if result.report.missing:
+    if result.missing:
+        click.echo(f"{len(result.missing)} cell(s) of this call have no finished run: "
+                   + "; ".join(result.missing), err=True)
         raise click.exceptions.Exit(1)
+
+
+def _print_plan(cells: list[Any], root: Path, *, retry_failed: bool) -> None:
+    """One line per cell of a dry run: what ``augment sweep run`` would do with it."""
+    def action(status: str) -> str:
+        return {"done": "skip", "running": "wait", "pending": "run",
+                "failed": "run" if retry_failed else "skip"}[status]
+
+    width = max((len(s.cell.describe()) for s in cells), default=0)
+    for s in cells:
+        click.echo(f"  {action(s.status):<4} {s.status:<8} {s.cell.describe():<{width}}  {s.detail}".rstrip())
+    todo = sum(action(s.status) == "run" for s in cells)
+    click.echo(f"dry run on {root}: {len(cells)} cells, {todo} would run; nothing was run or written")
 
 
 @sweep_group.command("status")

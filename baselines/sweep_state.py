@@ -1,7 +1,8 @@
 """A sweep's state on disk: the manifest, one state file and one lock per cell, and ``sweep status``.
 
-* ``ROOT/sweep.json`` (the manifest): the spec, every cell, and one line per invocation. A root keeps one
-  budget (profile and TrainConfig overrides): sweeping it again with another budget is refused.
+* ``ROOT/sweep.json`` (the manifest): the latest spec, the grid (every cell any invocation named: a
+  narrower sweep on the root adds to it and never drops cells) and one line per invocation. A root keeps
+  one budget (profile and TrainConfig overrides): sweeping it again with another budget is refused.
 * ``ROOT/sweep.lock``: held by the driver (``augment sweep``) while it runs, so two drivers never share
   a root.
 * ``ROOT/cells/<cell id>.json``: ``status`` (running / done / failed) and every attempt (invocation,
@@ -127,17 +128,31 @@ def check_budget(root: Path, spec: SweepSpec) -> None:
                 "Runs in one root share one budget: use another root, or the same profile and overrides")
 
 
-def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation: str, engine: str) -> None:
-    """Record the spec and cells; refuse a root swept before with another budget."""
+def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation: str,
+                   engine: str) -> list[Cell]:
+    """Add this invocation's ``cells`` to the root's grid and record the invocation; returns the grid.
+
+    The grid is the union of every invocation's cells, in the order they were first named: a narrower
+    sweep on a root (one dataset, one arm, a few seeds) runs only its cells but keeps the others in the
+    manifest, the status and the tables. ``spec`` is the latest invocation's; each history line holds
+    the datasets, arms, learners and seeds it asked for. Refuses a root swept before with another budget.
+    """
     check_budget(root, spec)
     path = manifest_path(root)
     history: list[dict[str, Any]] = []
+    grid: list[Cell] = []
     if path.exists():
-        history = list(read_json(path).get("invocations", []))
+        old = read_json(path)
+        history = list(old.get("invocations", []))
+        grid = manifest_cells(old)
+    known = {c.cell_id for c in grid}
+    grid += [c for c in cells if c.cell_id not in known]
+    asked = {k: v for k, v in spec.to_json().items() if k in ("datasets", "arms", "learners", "seeds")}
     history.append({"invocation": invocation, "engine": engine, "host": host_name(), "pid": os.getpid(),
-                    "started": time.time(), "cells": len(cells)})
+                    "started": time.time(), "cells": len(cells), "asked": asked})
     write_json(path, {"spec": spec.to_json(), "budget": _jsonable_budget(spec),
-                      "cells": [c.to_json() for c in cells], "invocations": history})
+                      "cells": [c.to_json() for c in grid], "invocations": history})
+    return grid
 
 
 def _jsonable_budget(spec: SweepSpec) -> dict[str, Any]:
@@ -294,7 +309,7 @@ def cell_status(root: Path, cell: Cell) -> CellStatus:
 
 
 def sweep_status(root: Path) -> SweepStatus:
-    """The status of every cell of the sweep in ``root`` (its latest manifest)."""
+    """The status of every cell of the sweep in ``root``: the grid of all its invocations."""
     root = Path(root)
     cells = manifest_cells(read_manifest(root))
     return SweepStatus(root=root, cells=[cell_status(root, c) for c in cells])

@@ -222,6 +222,46 @@ def test_killed_sweep_resumes_without_rerunning_finished_cells(tmp_path: Path, d
     assert [e["return_mean"] for e in resumed] == [e["return_mean"] for e in uninterrupted]
 
 
+def test_a_narrower_sweep_adds_its_cells_to_the_root_and_a_dry_run_writes_nothing(tmp_path: Path,
+                                                                                   data_path: Path) -> None:
+    """A second invocation with one arm and one seed runs only that cell, keeps the first's cells in the
+    manifest, status and tables, and exits on its own cells only; --dry-run says what would run."""
+    from cli import cli
+
+    root = tmp_path / "root"
+    common = {"root": str(root), "datasets": [str(data_path)], "profile": "smoke", "overrides": TINY}
+    first, engine = build({**common, "arms": ["base"], "seeds": [0, 1]})
+    assert run_sweep(first, engine, progress=False).status.counts["done"] == 2
+    narrow, _ = build({**common, "arms": ["broken"], "seeds": [0], "retries": 0})
+    res = run_sweep(narrow, engine, progress=False)
+    assert res.failed == ["hop__td3bc__broken__seed0"] and res.missing == ["hop td3bc broken seed 0"]
+    assert res.status.counts == {"done": 2, "running": 0, "failed": 1, "pending": 0}
+    manifest = read_manifest(root)
+    assert [(c.arm, c.seed) for c in manifest_cells(manifest)] == [("base", 0), ("base", 1), ("broken", 0)]
+    assert [h["asked"]["arms"] for h in manifest["invocations"]] == [["base"], ["broken"]]
+    assert manifest["spec"]["arms"] == ["broken"]  # the latest invocation's spec
+    summary = read_json(root / "summary.json")
+    assert [a["arm"] for a in summary["arms"]][0] == "base"  # the first arm the root met stays the reference
+    assert "| base | 2 |" in (root / "hop" / "td3bc" / "compare.md").read_text()
+    assert "3 cells: done 2" in CliRunner().invoke(cli, ["sweep", "status", str(root)]).output
+    # a dry run of a wider grid: what it would skip and run, and nothing written
+    f = _yaml(tmp_path / "wide.yaml", json.dumps({**common, "arms": ["base", "broken"], "seeds": "0-2"}))
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    out = CliRunner().invoke(cli, ["sweep", "run", str(f), "--dry-run"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert any(ln.split()[:2] == ["skip", "done"] and "base seed 0" in ln for ln in lines)
+    assert any(ln.split()[:2] == ["skip", "failed"] and "broken seed 0" in ln for ln in lines)
+    assert any(ln.split()[:2] == ["run", "pending"] and "base seed 2" in ln for ln in lines)
+    assert "6 cells, 3 would run; nothing was run or written" in out.output
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert len(manifest_cells(read_manifest(root))) == 3
+    fresh = tmp_path / "fresh.yaml"
+    _yaml(fresh, json.dumps({**common, "root": str(tmp_path / "new"), "arms": ["base"], "seeds": [0]}))
+    out = CliRunner().invoke(cli, ["sweep", str(fresh), "--dry-run"], catch_exceptions=False)
+    assert out.exit_code == 0 and "1 would run" in out.output and not (tmp_path / "new").exists()
+
+
 def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """examples/sweep_cpu_acceptance.yaml builds from the repository root, and every finished run under its
     committed root (some copied in from earlier `augment compare` runs) has the sweep's profile, arm, seed
