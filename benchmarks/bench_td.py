@@ -5,12 +5,13 @@ seeds, on one dataset and profile.
 Per seed the planner is trained once (or loaded from the planner cache: every setting here is an acting-only
 field, so all settings share the trained networks) and evaluated with the shared harness
 (:func:`baselines.evaluate.evaluate`, same acting and evaluation seeds as ``augment plan``) under each
-setting. Prints a markdown table (mean +- standard error over seeds, per-seed scores, seconds per action)
+setting. Prints a markdown table (mean +- standard error and IQM with a bootstrap CI over seeds, per-seed
+scores, seconds per action, the two checks per seed)
 and writes ``td_checks.json`` under ``--out``. Each finished seed is also written to ``--out/seed_N.json``
 and reused by a later call with the same dataset, profile, episodes, envs, step cap and overrides, so the
 seeds can be run one session at a time (``--seeds 0``, commit, ``--seeds 0,1`` later, ...).
 
-    # the acceptance run (cpu profile, hopper-medium-replay, 3 seeds; ~30 min training per seed)
+    # the acceptance run (cpu profile, hopper-medium-replay, 3 seeds; ~77 min training per seed on one core)
     OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/bench_td.py --dataset hopper-medium-replay \\
         --profile cpu --seeds 0,1,2 --out benchmarks/td/checks_cpu
     # smoke (seconds; numbers mean nothing)
@@ -94,23 +95,37 @@ def seed_rows(path: Path, key: dict[str, Any], run: Any) -> list[dict[str, Any]]
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    """Markdown: setting | mean +- s.e. over seeds | per-seed | s / action."""
-    lines = ["| setting | score (mean +- s.e.) | per seed | s / action |", "| --- | --- | --- | --- |"]
-    means = {}
+    """Markdown: setting | mean +- s.e. | IQM [95% bootstrap CI] over seeds | per-seed | s / action, then the
+    two checks per seed (refinement gain TD - TD(-); RTG monotone in 1 / 0.5 / 0 x target) and over seeds
+    (mean gain with its bootstrap CI over the paired per-seed gains). Statistics: :mod:`baselines.stats`."""
+    from baselines.stats import bootstrap_ci, iqm
+
+    lines = ["| setting | score (mean +- s.e.) | IQM [95% CI] | per seed | s / action |",
+             "| --- | --- | --- | --- | --- |"]
+    by_seed: dict[str, dict[int, float]] = {}
     for label in SETTINGS:
         sel = [r for r in rows if r["setting"] == label]
+        by_seed[label] = {int(r["seed"]): float(r["score"]) for r in sel}
         scores = np.array([r["score"] for r in sel], dtype=np.float64)
         se = scores.std(ddof=1) / np.sqrt(scores.size) if scores.size > 1 else float("nan")
-        means[label] = float(scores.mean())
+        low, high = bootstrap_ci(scores, iqm)
         spa = np.mean([r["seconds_per_action"] for r in sel])
-        lines.append(f"| {label} | {scores.mean():.2f} +- {se:.2f} | "
-                     f"{', '.join(f'{s:.1f}' for s in scores)} | {spa:.4f} |")
-    order = [means["TD (1 x RTG)"], means["TD 0.5 x RTG"], means["TD 0 x RTG"]]
+        lines.append(f"| {label} | {scores.mean():.2f} +- {se:.2f} | {iqm(scores):.1f} [{low:.1f}, "
+                     f"{high:.1f}] | {', '.join(f'{s:.1f}' for s in scores)} | {spa:.4f} |")
+    seeds = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+    td, no_refine = by_seed["TD (1 x RTG)"], by_seed["TD(-) (no refinement)"]
+    half, zero = by_seed["TD 0.5 x RTG"], by_seed["TD 0 x RTG"]
+    gains = np.array([td[s] - no_refine[s] for s in seeds], dtype=np.float64)
+    monotone = [s for s in seeds if td[s] >= half[s] >= zero[s]]
+    means = [float(np.mean([d[s] for s in seeds])) for d in (td, half, zero)]
+    low, high = bootstrap_ci(gains, np.mean)
     lines.append("")
-    gain = means["TD (1 x RTG)"] - means["TD(-) (no refinement)"]
-    lines.append(f"refinement gain TD - TD(-): {gain:+.2f}; "
-                 f"RTG 1 / 0.5 / 0 x target: {' / '.join(f'{m:.2f}' for m in order)} "
-                 f"({'monotone' if order[0] >= order[1] >= order[2] else 'NOT monotone'})")
+    lines.append(f"refinement gain TD - TD(-) per seed: {', '.join(f'{g:+.1f}' for g in gains)}; "
+                 f"mean {gains.mean():+.2f} [95% CI {low:+.1f}, {high:+.1f}], positive in "
+                 f"{int((gains > 0).sum())} of {len(seeds)} seeds")
+    lines.append(f"RTG 1 / 0.5 / 0 x target (means): {' / '.join(f'{m:.2f}' for m in means)} "
+                 f"({'monotone' if means[0] >= means[1] >= means[2] else 'NOT monotone'}); monotone in "
+                 f"{len(monotone)} of {len(seeds)} seeds")
     return "\n".join(lines)
 
 

@@ -58,3 +58,20 @@ def test_seed_rows_leaves_no_file_when_the_seed_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="killed"):
         bench.seed_rows(path, {"k": 1}, boom)
     assert not path.exists()
+
+
+def test_summary_checks_each_seed_and_pairs_the_refinement_gain() -> None:
+    bench = _load()
+    scores = {  # seed -> (TD, TD(-), 0.5 x RTG, 0 x RTG); seed 1 is not monotone and loses to TD(-)
+        0: (30.0, 10.0, 20.0, 1.0),
+        1: (12.0, 14.0, 15.0, 2.0),
+        2: (24.0, 12.0, 18.0, 0.0),
+    }
+    rows = [{"setting": label, "seed": seed, "score": s[i], "seconds_per_action": 0.01}
+            for seed, s in scores.items() for i, label in enumerate(bench.SETTINGS)]
+    text = bench.summary(rows)
+    assert "refinement gain TD - TD(-) per seed: +20.0, -2.0, +12.0; mean +10.00" in text
+    assert "positive in 2 of 3 seeds" in text
+    assert "monotone in 2 of 3 seeds" in text
+    assert "22.00 / 17.67 / 1.00 (monotone)" in text
+    assert "| TD (1 x RTG) | 22.00 +- 5.29 | 22.0 [" in text  # trim_mean(0.25) of 3 runs trims none
