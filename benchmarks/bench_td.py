@@ -129,6 +129,60 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def against_rows(label: str, root: Path, seeds: list[int], *, profile: str,
+                 episodes: int) -> list[dict[str, Any]]:
+    """Scores of another planner's run records, ``root/seed_N/results.json`` per seed (as ``augment plan`` /
+    ``augment compare`` write them), as rows labelled ``label``. Those runs use the same harness and the same
+    evaluation seeds (``derive_seed(seed, "eval")``) as this script; a record with another evaluation seed,
+    episode count or profile is refused."""
+    from baselines.runs import read_json
+    from baselines.seeding import derive_seed
+
+    rows = []
+    for seed in seeds:
+        path = root / f"seed_{seed}" / "results.json"
+        if not path.exists():
+            raise SystemExit(f"--against {label}: no run record {path}")
+        rec = read_json(path)
+        final = rec.get("final", {})
+        if final.get("seed") != derive_seed(seed, "eval"):
+            raise SystemExit(f"--against {label}: {path} was evaluated with seed {final.get('seed')}, "
+                             f"not derive_seed({seed}, 'eval')")
+        if final.get("episodes") != episodes or rec.get("profile") != profile:
+            raise SystemExit(f"--against {label}: {path} has {final.get('episodes')} episodes at profile "
+                             f"{rec.get('profile')!r}; this run: {episodes} at {profile!r}")
+        rows.append({"setting": label, "seed": seed, "score": float(rec["score"]),
+                     "unit": rec.get("score_unit"), "episodes": episodes, "profile": profile,
+                     "seconds_per_action": float(rec.get("seconds_per_action", math.nan)),
+                     "run_dir": str(root)})
+    return rows
+
+
+def against_table(td_rows: list[dict[str, Any]], others: list[dict[str, Any]]) -> str:
+    """Markdown: TD (1 x RTG) against each other planner on the same seeds: IQM [95% CI] per arm, TD - arm
+    (mean difference, bootstrap CI), Welch p, s / action, and the per-action speed-up of TD."""
+    from baselines.stats import bootstrap_ci, difference_ci, iqm, welch_p
+
+    td = [r for r in td_rows if r["setting"] == "TD (1 x RTG)"]
+    td_scores = np.array([r["score"] for r in td], dtype=np.float64)
+    td_spa = float(np.mean([r["seconds_per_action"] for r in td]))
+    lines = ["| planner | seeds | per seed | IQM [95% CI] | TD - planner [95% CI] | Welch p | s / action | "
+             "TD faster per action |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    low, high = bootstrap_ci(td_scores, iqm)
+    lines.append(f"| td (TD, 1 x RTG) | {td_scores.size} | {', '.join(f'{v:.1f}' for v in td_scores)} | "
+                 f"{iqm(td_scores):.1f} [{low:.1f}, {high:.1f}] | - | - | {td_spa:.4f} | - |")
+    for label in dict.fromkeys(r["setting"] for r in others):
+        sel = [r for r in others if r["setting"] == label]
+        x = np.array([r["score"] for r in sel], dtype=np.float64)
+        spa = float(np.mean([r["seconds_per_action"] for r in sel]))
+        low, high = bootstrap_ci(x, iqm)
+        dlow, dhigh = difference_ci(td_scores, x)
+        lines.append(f"| {label} | {x.size} | {', '.join(f'{v:.1f}' for v in x)} | {iqm(x):.1f} [{low:.1f}, "
+                     f"{high:.1f}] | {td_scores.mean() - x.mean():+.1f} [{dlow:+.1f}, {dhigh:+.1f}] | "
+                     f"{welch_p(td_scores, x):.3f} | {spa:.4f} | {spa / td_spa:.1f}x |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="hopper-medium-replay")
@@ -141,7 +195,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/td/checks"))
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--against", action="append", default=[], metavar="LABEL=DIR",
+                        help="another planner's run records (DIR/seed_N/results.json, same seeds) to set TD "
+                             "against in a second table; repeatable")
     args = parser.parse_args(argv)
+    against = []
+    for spec in args.against:
+        label, sep, root = spec.partition("=")
+        if not sep or not label or not root:
+            parser.error(f"--against wants LABEL=DIR, got {spec!r}")
+        against.append((label, Path(root)))
 
     import torch
 
@@ -157,18 +220,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"dataset '{dataset.name}' names no environment to evaluate in")
     rows: list[dict[str, Any]] = []
     args.out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    others = [row for label, root in against  # checked before any training
+              for row in against_rows(label, root, seeds, profile=profile, episodes=args.episodes)]
     key = {"dataset": dataset.name, "dataset_hash": dataset.content_hash, "profile": profile,
            "episodes": args.episodes, "envs": args.envs, "max_steps": args.max_steps,
            "overrides": args.overrides}
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         rows += seed_rows(args.out / f"seed_{seed}.json", key, lambda seed=seed: run_seed(
             dataset, profile, seed, episodes=args.episodes, envs=args.envs, max_steps=args.max_steps,
             overrides=args.overrides, progress=not args.quiet))
     table = summary(rows)
+    if others:
+        table += "\n\n" + against_table(rows, others)
     print(table)
     (args.out / "td_checks.json").write_text(json.dumps(
         {"dataset": dataset.name, "profile": profile, "seeds": args.seeds, "episodes": args.episodes,
-         "max_steps": args.max_steps, "overrides": args.overrides, "rows": rows, "table": table}, indent=2,
+         "max_steps": args.max_steps, "overrides": args.overrides, "rows": rows, "against": others,
+         "table": table}, indent=2,
         default=str))
     return rows
 

@@ -75,3 +75,25 @@ def test_summary_checks_each_seed_and_pairs_the_refinement_gain() -> None:
     assert "monotone in 2 of 3 seeds" in text
     assert "22.00 / 17.67 / 1.00 (monotone)" in text
     assert "| TD (1 x RTG) | 22.00 +- 5.29 | 22.0 [" in text  # trim_mean(0.25) of 3 runs trims none
+
+
+RECORDS = Path(__file__).resolve().parents[1] / "benchmarks" / "planners" / "run_records" / "dmemm-hmr-cpu-v1"
+
+
+def test_against_reads_committed_dmemm_records_and_refuses_other_protocols() -> None:
+    bench = _load()
+    rows = bench.against_rows("dmemm", RECORDS / "dmemm", [0, 1, 2], profile="cpu", episodes=10)
+    assert [round(r["score"], 2) for r in rows] == [2.64, 1.78, 5.70]
+    assert all(0.05 < r["seconds_per_action"] < 0.1 for r in rows)
+    with pytest.raises(SystemExit, match="episodes"):
+        bench.against_rows("dmemm", RECORDS / "dmemm", [0], profile="cpu", episodes=5)
+    with pytest.raises(SystemExit, match="no run record"):
+        bench.against_rows("dmemm", RECORDS / "dmemm", [7], profile="cpu", episodes=10)
+
+    td = [{"setting": "TD (1 x RTG)", "seed": s, "score": v, "seconds_per_action": 0.0146}
+          for s, v in enumerate([30.0, 20.0, 25.0])]
+    table = bench.against_table(td, rows)
+    line = next(ln for ln in table.splitlines() if ln.startswith("| dmemm |"))
+    assert "| 3 | 2.6, 1.8, 5.7 |" in line
+    assert "| +21.6 [" in line  # 25.0 - mean(2.64, 1.78, 5.70)
+    assert line.endswith("| 5.1x |")  # 0.0745 / 0.0146
