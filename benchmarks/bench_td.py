@@ -129,6 +129,15 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def parse_against(spec: str) -> tuple[str, Path]:
+    """``LABEL=DIR`` -> (label, dir), split at the last ``=``: labels may hold ``=`` (arm specs such as
+    ``dmemm:x0_clip=5``), paths rarely do. ValueError for anything else."""
+    label, sep, root = spec.rpartition("=")
+    if not sep or not label or not root:
+        raise ValueError(f"--against wants LABEL=DIR, got {spec!r}")
+    return label, Path(root)
+
+
 def against_rows(label: str, root: Path, seeds: list[int], *, profile: str,
                  episodes: int) -> list[dict[str, Any]]:
     """Scores of another planner's run records, ``root/seed_N/results.json`` per seed (as ``augment plan`` /
@@ -199,12 +208,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="another planner's run records (DIR/seed_N/results.json, same seeds) to set TD "
                              "against in a second table; repeatable")
     args = parser.parse_args(argv)
-    against = []
-    for spec in args.against:
-        label, sep, root = spec.partition("=")
-        if not sep or not label or not root:
-            parser.error(f"--against wants LABEL=DIR, got {spec!r}")
-        against.append((label, Path(root)))
+    try:
+        against = [parse_against(spec) for spec in args.against]
+    except ValueError as err:
+        parser.error(str(err))
 
     import torch
 

@@ -97,3 +97,12 @@ def test_against_reads_committed_dmemm_records_and_refuses_other_protocols() -> 
     assert "| 3 | 2.6, 1.8, 5.7 |" in line
     assert "| +21.6 [" in line  # 25.0 - mean(2.64, 1.78, 5.70)
     assert line.endswith("| 5.1x |")  # 0.0745 / 0.0146
+
+
+def test_against_labels_may_hold_equals_signs() -> None:
+    bench = _load()
+    assert bench.parse_against("dmemm:x0_clip=5=runs/a") == ("dmemm:x0_clip=5", Path("runs/a"))
+    assert bench.parse_against("dmemm=runs/b") == ("dmemm", Path("runs/b"))
+    for bad in ("dmemm", "=runs/c", "dmemm="):
+        with pytest.raises(ValueError, match="LABEL=DIR"):
+            bench.parse_against(bad)
