@@ -12,7 +12,8 @@ at beta = B for the config's ``energy_steps`` (the same budget as the cached mod
 continue from there; the probe rows and AEPO's sampling use B as well.
 
     OMP_NUM_THREADS=1 python3 benchmarks/probe_aepo_energy_dose.py --seed 0 --chunks 20000,20000
-    OMP_NUM_THREADS=1 python3 benchmarks/probe_aepo_energy_dose.py --seed 0 --beta 0.3 --chunks 0
+    OMP_NUM_THREADS=1 python3 benchmarks/probe_aepo_energy_dose.py --seed 0 --beta 0.3 --chunks 0 \
+        --evaluate 10
 
 Prints one markdown row per chunk; ``--out FILE.json`` writes them.
 """
@@ -24,6 +25,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--states", type=int, default=1024)
     ap.add_argument("--beta", type=float, default=None,
                     help="train a fresh E_Theta at this beta first (default: keep the cached one)")
+    ap.add_argument("--evaluate", type=int, default=0, metavar="EPISODES",
+                    help="then score AEPO with the final E_Theta (and beta) in the env: EPISODES episodes on "
+                         "10 envs, the acting and evaluation seeds of `augment plan` (0: no evaluation)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     dataset = load_dataset(args.dataset, profile=args.profile)
@@ -98,9 +103,33 @@ def main(argv: list[str] | None = None) -> None:
         ratio_txt = " / ".join(f"{x:.2f}" for x in r["ratio"])
         sat = r["saturated"]
         print(f"| {done} | {loss:.3f} | {cos_txt} | {ratio_txt} | {q:.2f} | {sat:.2f} |", flush=True)
+    score = evaluate_planner(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"seed": args.seed, "times": TIMES, "rows": rows}, indent=2))
+        args.out.write_text(json.dumps({"seed": args.seed, "beta": config.beta, "times": TIMES, "rows": rows,
+                                        "evaluation": score}, indent=2))
+
+
+def evaluate_planner(planner: AEPOPlanner, config: Any, dataset: Any, seed: int,
+                     episodes: int) -> dict[str, Any]:
+    """Score ``planner`` acting under ``config`` (the probe's beta) with the harness as ``augment plan``
+    does (acting seed ``derive_seed(seed, "plan-act")``, evaluation seed ``derive_seed(seed, "eval")``, 10
+    envs): normalized mean, mean return and mean episode length over ``episodes`` episodes."""
+    from baselines.evaluate import evaluate
+    from baselines.loop import score_name_for
+
+    planner.config = config
+    planner.seed_acting(derive_seed(seed, "plan-act"))
+    planner.reset_stats()
+    env = dataset.env_id
+    result = evaluate(planner, env, episodes=episodes, seed=derive_seed(seed, "eval"),
+                      score_name=score_name_for(dataset, env), num_envs=10)
+    out = {"episodes": episodes, "normalized": float(result.normalized_mean), "return": float(result.mean),
+           "length": float(result.lengths.mean()),
+           "seconds_per_action": planner.acting_stats()["seconds_per_action"]}
+    print(f"beta {config.beta}: score {out['normalized']:.2f} (normalized), return {out['return']:.1f}, "
+          f"mean length {out['length']:.1f}", flush=True)
+    return out
 
 
 if __name__ == "__main__":
