@@ -280,7 +280,12 @@ def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.Monk
         assert run.name == f"seed_{res['seed']}" and cfg["train"]["seed"] == res["seed"], run
         assert res["steps"] == cfg["train"]["steps"] == 50000, run
         arm = run.parent.name  # safe arm name, e.g. base, dydiff, dydiff_rclip_data_box_0
-        assert (cfg["generator"] is None) == (arm == "base"), run
-        assert arm.startswith(cfg["generator"] or "base"), run
+        online, fixed = cfg["generator"], cfg["fixed_synthetic_transitions"]  # dydiff, rollout / synther
+        assert (online is None and not fixed) == (arm == "base"), run
+        if online is not None:
+            assert arm.startswith(online) and not fixed, run
+        elif fixed:  # a fixed store made for this arm (synther-stores/<recipe hash>-...)
+            store = cfg["extra"]["synthetic_store"]
+            assert f"{arm.split('_')[0]}-stores" in store and cfg["dataset"]["content_hash"] in store, run
         hashes.setdefault(dataset, set()).add(cfg["dataset"]["content_hash"])
     assert all(len(h) == 1 for h in hashes.values()), hashes
