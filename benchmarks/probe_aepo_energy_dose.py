@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--states", type=int, default=1024)
     ap.add_argument("--beta", type=float, default=None,
                     help="train a fresh E_Theta at this beta first (default: keep the cached one)")
+    ap.add_argument("--omega", type=float, default=None,
+                    help="guidance degree for the probe rows and the evaluation (default: the profile's)")
     ap.add_argument("--evaluate", type=int, default=0, metavar="EPISODES",
                     help="then score AEPO with the final E_Theta (and beta) in the env: EPISODES episodes on "
                          "10 envs, the acting and evaluation seeds of `augment plan` (0: no evaluation)")
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     done = int(config.energy_steps)
     chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip() and int(c) > 0]
+    if args.omega is not None:
+        config = dataclasses.replace(config, omega=float(args.omega))
+        config.validate()
     if args.beta is not None:  # a fresh E_Theta at the new beta, trained for the cached model's budget
         config = dataclasses.replace(config, beta=float(args.beta))
         config.validate()
@@ -106,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     score = evaluate_planner(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"seed": args.seed, "beta": config.beta, "times": TIMES, "rows": rows,
-                                        "evaluation": score}, indent=2))
+        args.out.write_text(json.dumps({"seed": args.seed, "beta": config.beta, "omega": config.omega,
+                                        "times": TIMES, "rows": rows, "evaluation": score}, indent=2))
 
 
 def evaluate_planner(planner: AEPOPlanner, config: Any, dataset: Any, seed: int,
