@@ -45,10 +45,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def run_seed(dataset: Any, profile: str, seed: int, *, episodes: int, envs: int, max_steps: int | None,
              overrides: str, progress: bool) -> list[dict[str, Any]]:
     """Train (or load) TD for ``seed`` and evaluate every setting; one row per setting."""
-    from augment.planners.run import make_planner
-    from baselines.evaluate import evaluate
+    from augment.planners.run import evaluate_planner, make_planner
     from baselines.loop import score_name_for
-    from baselines.seeding import derive_seed
 
     planner = make_planner("td", dataset, profile=profile, overrides=overrides, seed=seed, progress=progress)
     base = planner.config
@@ -57,11 +55,9 @@ def run_seed(dataset: Any, profile: str, seed: int, *, episodes: int, envs: int,
     for label, acting in SETTINGS.items():
         planner.config = base
         planner.set_acting(**acting)
-        planner.seed_acting(derive_seed(seed, "plan-act"))
-        planner.reset_stats()
         t0 = time.perf_counter()
-        result = evaluate(planner, env, episodes=episodes, seed=derive_seed(seed, "eval"),
-                          score_name=score_name_for(dataset, env), num_envs=envs, max_steps=max_steps)
+        result = evaluate_planner(planner, env, seed=seed, episodes=episodes,
+                                  score_name=score_name_for(dataset, env), envs=envs, max_steps=max_steps)
         stats = planner.acting_stats()
         norm = result.normalized_mean
         rows.append({"setting": label, "seed": seed, "acting": acting,

@@ -117,18 +117,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def evaluate_planner(planner: AEPOPlanner, config: Any, dataset: Any, seed: int,
                      episodes: int) -> dict[str, Any]:
-    """Score ``planner`` acting under ``config`` (the probe's beta) with the harness as ``augment plan``
-    does (acting seed ``derive_seed(seed, "plan-act")``, evaluation seed ``derive_seed(seed, "eval")``, 10
-    envs): normalized mean, mean return and mean episode length over ``episodes`` episodes."""
-    from baselines.evaluate import evaluate
+    """Score ``planner`` acting under ``config`` (the probe's beta) as ``augment plan`` does
+    (:func:`augment.planners.run.evaluate_planner`, 10 envs): normalized mean, mean return and mean episode
+    length over ``episodes`` episodes."""
+    from augment.planners.run import evaluate_planner as evaluate_as_plan
     from baselines.loop import score_name_for
 
     planner.config = config
-    planner.seed_acting(derive_seed(seed, "plan-act"))
-    planner.reset_stats()
     env = dataset.env_id
-    result = evaluate(planner, env, episodes=episodes, seed=derive_seed(seed, "eval"),
-                      score_name=score_name_for(dataset, env), num_envs=10)
+    result = evaluate_as_plan(planner, env, seed=seed, episodes=episodes,
+                              score_name=score_name_for(dataset, env))
     out = {"episodes": episodes, "normalized": float(result.normalized_mean), "return": float(result.mean),
            "length": float(result.lengths.mean()),
            "seconds_per_action": planner.acting_stats()["seconds_per_action"]}

@@ -161,11 +161,25 @@ def run_planner(name: str, dataset: str | OfflineDataset, *, profile: str | None
                                    profile=profile, progress=progress)
 
 
+def evaluate_planner(planner: Planner, env: str, *, seed: int, episodes: int, score_name: str | None,
+                     envs: int = 10, max_steps: int | None = None) -> Any:
+    """Evaluate ``planner`` as ``augment plan`` does: acting RNG seeded with
+    ``derive_seed(seed, "plan-act")``, acting stats reset, ``episodes`` episodes on ``envs`` envs from
+    ``derive_seed(seed, "eval")``. Returns
+    the harness's :class:`baselines.evaluate.EvalResult`; ``planner.acting_stats()`` then covers just it."""
+    from baselines.evaluate import evaluate
+    from baselines.seeding import derive_seed
+
+    planner.seed_acting(derive_seed(seed, "plan-act"))
+    planner.reset_stats()
+    return evaluate(planner, env, episodes=episodes, seed=derive_seed(seed, "eval"), score_name=score_name,
+                    num_envs=envs, max_steps=max_steps)
+
+
 def _fit_evaluate_write(name: str, data: OfflineDataset, planner: Planner, config: Any, env: str,
                         settings: PlanRunSettings, run_dir: Path, *, seed: int, profile: str,
                         progress: bool) -> PlanRunResult:
     """The body of :func:`run_planner` inside its guarded run directory."""
-    from baselines.evaluate import evaluate
     from baselines.loop import dataset_store_attrs, score_name_for
     from baselines.runs import MetricsWriter, write_json
     from baselines.seeding import derive_seed, seed_everything
@@ -185,11 +199,9 @@ def _fit_evaluate_write(name: str, data: OfflineDataset, planner: Planner, confi
         "dataset": {"name": data.name, "env_id": data.env_id, "content_hash": data.content_hash,
                     "transitions": data.num_transitions, "episodes": data.num_episodes,
                     "provenance": data.provenance}})
-    planner.seed_acting(derive_seed(seed, "plan-act"))
-    planner.reset_stats()
     t1 = time.perf_counter()
-    result = evaluate(planner, env, episodes=settings.episodes, seed=derive_seed(seed, "eval"),
-                      score_name=score_name, num_envs=settings.envs, max_steps=settings.max_steps)
+    result = evaluate_planner(planner, env, seed=seed, episodes=settings.episodes, score_name=score_name,
+                              envs=settings.envs, max_steps=settings.max_steps)
     eval_seconds = time.perf_counter() - t1
     stats = planner.acting_stats()
     gen_seconds, num_synthetic = 0.0, 0
