@@ -16,6 +16,7 @@ import pytest
 from baselines_data import hopper_random_dataset
 from click.testing import CliRunner
 
+from augment.planners.run import planner_config
 from baselines.compare import Arm, RunRequest, register_arm, train_request
 from baselines.runs import read_json
 from baselines.sweep import run_sweep, sweep_status
@@ -276,6 +277,16 @@ def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.Monk
         run = results.parent
         res, cfg = read_json(results), read_json(run / "config.json")
         dataset, learner = run.parents[3].name, run.parents[2].name  # ROOT/<dataset>/<learner>/runs/<arm>/
+        hashes.setdefault(dataset, set()).add(cfg["dataset"]["content_hash"])
+        if "planner" in res:  # a planner arm: the planner is the policy, trained at the profile's config
+            name = res["planner"]
+            assert run.parent.name == name == cfg["planner"], run
+            assert res["profile"] == cfg["profile"] == spec.profile, run
+            seed = res["seed"]
+            assert run.name == f"seed_{seed}" and cfg["seed"] == seed == cfg["config"]["seed"], run
+            want = planner_config(name, spec.profile, cfg["dataset"]["name"], seed=seed).to_json()
+            assert json.loads(json.dumps(want)) == cfg["config"], run
+            continue
         assert res["profile"] == spec.profile and res["learner"] == learner == cfg["learner"], run
         assert run.name == f"seed_{res['seed']}" and cfg["train"]["seed"] == res["seed"], run
         assert res["steps"] == cfg["train"]["steps"] == 50000, run
@@ -287,5 +298,4 @@ def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.Monk
         elif fixed:  # a fixed store made for this arm (synther-stores/<recipe hash>-...)
             store = cfg["extra"]["synthetic_store"]
             assert f"{arm.split('_')[0]}-stores" in store and cfg["dataset"]["content_hash"] in store, run
-        hashes.setdefault(dataset, set()).add(cfg["dataset"]["content_hash"])
     assert all(len(h) == 1 for h in hashes.values()), hashes
