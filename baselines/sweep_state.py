@@ -191,8 +191,14 @@ def checkpoint_step(run_dir: Path) -> int:
 
 
 def begin_attempt(root: Path, cell: Cell, *, invocation: str, engine: str, attempt: int) -> dict[str, Any]:
-    """Mark ``cell`` running and append an attempt record (called by the process that runs it)."""
+    """Mark ``cell`` running and append an attempt record (called by the process that runs it, which
+    holds the cell's lock). An earlier attempt still marked running was killed with its process (the
+    lock was free): it is closed as ``interrupted`` (``ended`` stays None: when it died is unknown), so
+    the record tells a resumed cell from one that ran through; it does not count as a failure."""
     state = read_state(root, cell.cell_id) or {"cell": cell.to_json(), "attempts": []}
+    for earlier in state["attempts"]:
+        if earlier.get("outcome") == "running":
+            earlier["outcome"] = "interrupted"
     record = {"attempt": attempt, "invocation": invocation, "engine": engine, "host": host_name(),
               "pid": os.getpid(), "started": time.time(), "ended": None, "seconds": None,
               "resumed_from_step": checkpoint_step(cell.run_dir(root)), "outcome": "running",

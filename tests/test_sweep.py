@@ -213,8 +213,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_cells(tmp_path: Path, d
     for c in finished:  # finished cells were not run again
         assert (c.run_dir(spec.root) / "results.json").stat().st_mtime_ns == stamps[c.cell_id]
         assert len(read_state(spec.root, c.cell_id)["attempts"]) == 1
-    last = read_state(spec.root, cut.cell_id)["attempts"][-1]
+    *killed, last = read_state(spec.root, cut.cell_id)["attempts"]
     assert last["resumed_from_step"] == step and last["outcome"] == "done"
+    assert [a["outcome"] for a in killed] == ["interrupted"] and killed[0]["ended"] is None
     # and the resumed run ends with the numbers of a run that never stopped
     fresh = train_request(RunRequest(dataset=cut.dataset, learner="td3bc", seed=cut.seed, profile="smoke",
                                      run_dir=tmp_path / "fresh", overrides=budget))
