@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import gymnasium as gym
 import numpy as np
 
 from stores.schema import Episode, OfflineDataset
+
+
+def load_benchmark(script: str) -> ModuleType:
+    """Import ``benchmarks/<script>.py`` as the module ``<script>_under_test`` (registered in sys.modules,
+    so dataclasses in the script resolve their annotations)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(f"{script}_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tanh_linear_rows(observations: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -307,14 +307,9 @@ def test_augment_plan_aepo_smoke_end_to_end(tmp_path, capsys: pytest.CaptureFixt
 
 def test_guidance_probe_rows(planner, dataset) -> None:
     """benchmarks/probe_aepo_guidance.py: its Eq. 25 terms match a direct computation and stay in range."""
-    import importlib.util
-    from pathlib import Path
+    from baselines_data import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_aepo_guidance.py"
-    spec = importlib.util.spec_from_file_location("probe_aepo_guidance", path)
-    assert spec is not None and spec.loader is not None
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_benchmark("probe_aepo_guidance")
     models, cfg = planner.models, planner.config
     s = torch.from_numpy(dataset.transitions.observations[:64])
     a0 = torch.from_numpy(dataset.transitions.actions[:64])

@@ -3,23 +3,16 @@ same transitions with a perturbed s' are not, and the CLI writes its table over 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from baselines_data import hopper_random_dataset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generator_consistency.py"
+from baselines_data import hopper_random_dataset, load_benchmark
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_consistency_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_generator_consistency")
 
 
 def test_real_transitions_agree_with_mujoco_and_perturbed_ones_do_not(tmp_path: Path) -> None:

@@ -4,18 +4,16 @@ one failing method does not stop the others, and an exhausted budget skips what 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from baselines_data import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 METHODS = ("dydiff", "synther", "world", "dmemm", "td", "aepo", "td3bc")
 
 #: The paper run's step counts and work, from the papers and REFERENCE.md (not from the script's configs):
@@ -36,12 +34,7 @@ PAPER_SAMPLES = {"dydiff": (1_000_000 // 500) * 2048, "synther": 5_000_000, "dme
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def expected_hours(m: dict[str, Any]) -> float:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from baselines_data import load_benchmark
 
 from stores.maze import cell_center
 from stores.maze_env import maze_map
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_maze_synthetic.py"
-
 
 def _probe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("probe_maze_synthetic_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("probe_maze_synthetic")
 
 
 GRID = np.asarray(maze_map("umaze"))  # 5 x 5; free: row 1 cols 1-3, (2, 3), row 3 cols 1-3
