@@ -108,24 +108,24 @@ def main(argv: list[str] | None = None) -> None:
         ratio_txt = " / ".join(f"{x:.2f}" for x in r["ratio"])
         sat = r["saturated"]
         print(f"| {done} | {loss:.3f} | {cos_txt} | {ratio_txt} | {q:.2f} | {sat:.2f} |", flush=True)
-    score = evaluate_planner(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None
+    score = evaluation_row(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"seed": args.seed, "beta": config.beta, "omega": config.omega,
                                         "times": TIMES, "rows": rows, "evaluation": score}, indent=2))
 
 
-def evaluate_planner(planner: AEPOPlanner, config: Any, dataset: Any, seed: int,
-                     episodes: int) -> dict[str, Any]:
+def evaluation_row(planner: AEPOPlanner, config: Any, dataset: Any, seed: int,
+                   episodes: int) -> dict[str, Any]:
     """Score ``planner`` acting under ``config`` (the probe's beta) as ``augment plan`` does
     (:func:`augment.planners.run.evaluate_planner`, 10 envs): normalized mean, mean return and mean episode
     length over ``episodes`` episodes."""
-    from augment.planners.run import evaluate_planner as evaluate_as_plan
+    from augment.planners.run import evaluate_planner
     from baselines.loop import score_name_for
 
     planner.config = config
     env = dataset.env_id
-    result = evaluate_as_plan(planner, env, seed=seed, episodes=episodes,
+    result = evaluate_planner(planner, env, seed=seed, episodes=episodes,
                               score_name=score_name_for(dataset, env))
     out = {"episodes": episodes, "normalized": float(result.normalized_mean), "return": float(result.mean),
            "length": float(result.lengths.mean()),

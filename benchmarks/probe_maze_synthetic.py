@@ -28,17 +28,16 @@ from typing import Any
 
 import numpy as np
 
-GOAL_RADIUS = 0.45  # stores.maze_env's sparse-reward radius
-
 
 def wall_mask(xy: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """(N,) bool: the point ``xy`` (N, 2) lies in a wall cell of ``grid`` (H, W; 1 = wall) or off it.
 
     Cell (row, col) covers ``x in [col - W/2, col + 1 - W/2)``, ``y in (H/2 - row - 1, H/2 - row]``
-    (:func:`stores.maze.cell_of`)."""
+    (:func:`stores.maze.cells_of`)."""
+    from stores.maze import cells_of
+
     rows, cols = grid.shape
-    r = np.floor(rows / 2.0 - xy[:, 1]).astype(np.int64)
-    c = np.floor(xy[:, 0] + cols / 2.0).astype(np.int64)
+    r, c = cells_of(xy, grid.shape)
     off = (r < 0) | (r >= rows) | (c < 0) | (c >= cols)
     inside = np.zeros(len(xy), dtype=bool)
     ok = ~off
@@ -58,6 +57,8 @@ def crosses_wall(x0: np.ndarray, x1: np.ndarray, grid: np.ndarray, points: int =
 def physics_report(obs: np.ndarray, next_obs: np.ndarray, rewards: np.ndarray, grid: np.ndarray,
                    goal: np.ndarray) -> dict[str, float]:
     """The shares and means described in the module docstring, for (N, obs) observation arrays."""
+    from stores.maze_env import GOAL_RADIUS
+
     x0, x1 = obs[:, :2].astype(np.float64), next_obs[:, :2].astype(np.float64)
     rule = (np.linalg.norm(x1 - goal, axis=1) <= GOAL_RADIUS).astype(np.float64)
     step = np.linalg.norm(x1 - x0, axis=1)

@@ -59,10 +59,19 @@ def cell_center(cell: Cell, shape: tuple[int, int]) -> np.ndarray:
     return np.array([cell[1] + 0.5 - cols / 2.0, rows / 2.0 - cell[0] - 0.5], dtype=np.float64)
 
 
+def cells_of(xy: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) int64 rows and cols of the cells holding the points ``xy`` (N, 2) (inverse of
+    :func:`cell_center`; points off the grid give indices outside ``[0, H) x [0, W)``)."""
+    rows, cols = shape
+    xy = np.asarray(xy, dtype=np.float64)
+    return (np.floor(rows / 2.0 - xy[:, 1]).astype(np.int64),
+            np.floor(xy[:, 0] + cols / 2.0).astype(np.int64))
+
+
 def cell_of(xy: np.ndarray, shape: tuple[int, int]) -> Cell:
     """The (row, col) of the cell holding the point ``xy`` (inverse of :func:`cell_center`)."""
-    rows, cols = shape
-    return int(np.floor(rows / 2.0 - xy[1])), int(np.floor(xy[0] + cols / 2.0))
+    r, c = cells_of(np.asarray(xy)[None, :2], shape)
+    return int(r[0]), int(c[0])
 
 
 def shortest_path(grid: list[list[int]], start: Cell, goal: Cell) -> list[Cell]:

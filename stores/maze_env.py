@@ -49,6 +49,7 @@ ENV_NAMES: dict[str, str] = {"umaze": "PointMaze_UMaze", "medium": "PointMaze_Me
                              "large": "PointMaze_Large"}
 NAMESPACE = "diffusion-augment"
 RESET_NOISE = 0.1  # D4RL's uniform reset noise per axis (cells are 1 x 1)
+GOAL_RADIUS = 0.45  # the sparse reward's radius around the fixed goal (gymnasium-robotics'; D4RL used 0.5)
 
 
 def maze_env_id(maze: str) -> str:
@@ -142,7 +143,7 @@ def _env_class() -> Any:
                 self.observation_space = flat_space
             self.goal = self.fixed_goal.copy()
             self.update_target_site_pos()
-            info["success"] = bool(np.linalg.norm(obs["achieved_goal"] - self.goal) <= 0.45)
+            info["success"] = bool(np.linalg.norm(obs["achieved_goal"] - self.goal) <= GOAL_RADIUS)
             return np.asarray(obs["observation"], dtype=np.float64), info
 
         def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
