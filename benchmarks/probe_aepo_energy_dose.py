@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling probe, also when imported by a test
 
-import probe_aepo_guidance as probe  # noqa: E402  (the sibling script: its directory is on sys.path)
+import probe_aepo_guidance as probe  # noqa: E402
 
 from augment.planners.aepo import AEPOPlanner, sample_actions  # noqa: E402
 from augment.planners.aepo_train import build_networks, train_energy  # noqa: E402
@@ -63,22 +64,46 @@ def main(argv: list[str] | None = None) -> None:
     config = planner_config("aepo", args.profile, dataset.name, None, seed=args.seed)
     planner = AEPOPlanner(config, progress=True)
     planner.fit(dataset)
+    chunks = [int(c) for c in args.chunks.split(",") if c.strip() and int(c) > 0]
+    config, rows = dose_rows(planner, config, dataset, chunks=chunks, states=args.states, seed=args.seed,
+                             beta=args.beta, omega=args.omega)
+    score = evaluation_row(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"seed": args.seed, "beta": config.beta, "omega": config.omega,
+                                        "times": TIMES, "rows": rows, "evaluation": score}, indent=2))
+
+
+def dose_rows(planner: AEPOPlanner, config: Any, dataset: Any, *, chunks: list[int], states: int, seed: int,
+              beta: float | None = None, omega: float | None = None,
+              progress: bool = True) -> tuple[Any, list[dict[str, Any]]]:
+    """Train the fitted ``planner``'s E_Theta further, chunk by chunk, and probe it after each.
+
+    chunks: extra E_Theta steps per chunk (a first row, before any extra step, is always measured).
+    states: dataset states probed (drawn with ``seed``). beta: re-initialise E_Theta and train it at this
+    inverse temperature for the config's ``energy_steps`` first; omega: the guidance degree of the rows.
+    Changes ``planner.models.energy_net`` in memory only (nothing is written to the cache). Returns the
+    config the rows used and one row per chunk: ``energy_steps`` (E_Theta steps in total), ``loss`` (the
+    standardised Eq. 25 regression loss of the chunk; NaN for the first row), ``q_of_samples`` (mean
+    Q(s, a) of AEPO's sampled actions), ``saturated`` (share of action coordinates with |a| > 0.99),
+    ``cos`` and ``ratio`` (per time in ``TIMES``, from ``probe_aepo_guidance.probe``).
+    """
     models = planner.models
     tr = dataset.transitions
     s_all = torch.from_numpy(np.ascontiguousarray(tr.observations, dtype=np.float32))
     s_n_all = models.norm_obs(tr.observations)
     a_all = torch.from_numpy(np.ascontiguousarray(tr.actions, dtype=np.float32))
-    rng = np.random.default_rng(args.seed)
-    idx = rng.integers(0, len(tr.observations), size=args.states)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(tr.observations), size=states)
     s_raw, a0 = s_all[idx], a_all[idx]
     rows = []
     done = int(config.energy_steps)
-    chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip() and int(c) > 0]
-    if args.omega is not None:
-        config = dataclasses.replace(config, omega=float(args.omega))
+    chunks = [0] + [int(c) for c in chunks if int(c) > 0]
+    if omega is not None:
+        config = dataclasses.replace(config, omega=float(omega))
         config.validate()
-    if args.beta is not None:  # a fresh E_Theta at the new beta, trained for the cached model's budget
-        config = dataclasses.replace(config, beta=float(args.beta))
+    if beta is not None:  # a fresh E_Theta at the new beta, trained for the cached model's budget
+        config = dataclasses.replace(config, beta=float(beta))
         config.validate()
         fresh = build_networks(config, dataset.observation_size, dataset.action_size)[1]
         models.energy_net = fresh.to(next(models.energy_net.parameters()).device)
@@ -91,12 +116,12 @@ def main(argv: list[str] | None = None) -> None:
             rec = train_energy(models, s_all, s_n_all, a_all, steps=steps, batch=int(config.energy_batch),
                                lr=float(config.energy_lr), beta=float(config.beta), nu=float(config.nu),
                                clip_mu=bool(config.clip_mu), baseline=config.energy_baseline,
-                               seed=derive_seed(args.seed, f"aepo-energy-dose-{k}"), progress=True)
+                               seed=derive_seed(seed, f"aepo-energy-dose-{k}"), progress=progress)
             loss = float(rec["final_loss_standardised"])
             done += steps
-        gen = torch.Generator().manual_seed(args.seed)
+        gen = torch.Generator().manual_seed(seed)
         per_t = [probe.probe(models, config, s_raw, a0, t, gen) for t in TIMES]
-        acts = sample_actions(models, s_raw.numpy(), config, torch.Generator().manual_seed(args.seed))
+        acts = sample_actions(models, s_raw.numpy(), config, torch.Generator().manual_seed(seed))
         with torch.no_grad():
             q = float(models.critic.q(s_raw, torch.from_numpy(acts)).mean())
         rows.append({"energy_steps": done, "loss": loss, "q_of_samples": q,
@@ -108,11 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio_txt = " / ".join(f"{x:.2f}" for x in r["ratio"])
         sat = r["saturated"]
         print(f"| {done} | {loss:.3f} | {cos_txt} | {ratio_txt} | {q:.2f} | {sat:.2f} |", flush=True)
-    score = evaluation_row(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"seed": args.seed, "beta": config.beta, "omega": config.omega,
-                                        "times": TIMES, "rows": rows, "evaluation": score}, indent=2))
+    return config, rows
 
 
 def evaluation_row(planner: AEPOPlanner, config: Any, dataset: Any, seed: int,

@@ -324,3 +324,39 @@ def test_guidance_probe_rows(planner, dataset) -> None:
     expected_var_term = 0.5 * cfg.beta ** 2 * var * float((g0 ** 2).sum(-1).mean())
     assert row["variance_mean"] == pytest.approx(expected_var_term, rel=1e-4, abs=1e-6)
     assert -1.0 <= row["cos_gradE_gradQ_mean"] <= 1.0 and row["guidance_over_prior_median"] > 0.0
+
+
+def test_energy_dose_probe_trains_a_copy_and_counts_its_steps(planner, dataset) -> None:
+    """benchmarks/probe_aepo_energy_dose.py: rows count E_Theta's steps, the first row is the fitted
+    model's, the Q of samples is the critic's mean on AEPO's actions, and --beta starts a fresh E_Theta at
+    that beta."""
+    import copy
+
+    from baselines_data import load_benchmark
+
+    dose = load_benchmark("probe_aepo_energy_dose")
+    cfg = planner.config
+    fitted = [t.detach().clone() for t in planner.models.energy_net.parameters()]
+    p = copy.deepcopy(planner)
+    used, rows = dose.dose_rows(p, cfg, dataset, chunks=[15, 0, 10], states=32, seed=3, progress=False)
+    assert used == cfg and [r["energy_steps"] for r in rows] == [cfg.energy_steps, cfg.energy_steps + 15,
+                                                                  cfg.energy_steps + 25]
+    assert math.isnan(rows[0]["loss"]) and all(math.isfinite(r["loss"]) for r in rows[1:])
+    assert all(len(r["cos"]) == len(dose.TIMES) and all(-1.0 <= c <= 1.0 for c in r["cos"]) for r in rows)
+    assert all(0.0 <= r["saturated"] <= 1.0 for r in rows)
+    trained = list(p.models.energy_net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(fitted, trained, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(fitted, planner.models.energy_net.parameters(), strict=True))
+    idx = np.random.default_rng(3).integers(0, len(dataset.transitions.observations), size=32)
+    s = dataset.transitions.observations[idx]
+    acts = sample_actions(p.models, s, cfg, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        q = float(p.models.critic.q(torch.from_numpy(s), torch.from_numpy(acts)).mean())
+    assert rows[-1]["q_of_samples"] == pytest.approx(q, rel=1e-5)
+
+    fresh = copy.deepcopy(planner)
+    used_b, rows_b = dose.dose_rows(fresh, cfg, dataset, chunks=[], states=16, seed=0, beta=cfg.beta / 2,
+                                    omega=0.0, progress=False)
+    assert used_b.beta == pytest.approx(cfg.beta / 2) and used_b.omega == 0.0
+    assert len(rows_b) == 1 and rows_b[0]["energy_steps"] == cfg.energy_steps
+    assert math.isfinite(rows_b[0]["loss"])
