@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from augment.profiles import by_profile, resolve_profile
+from augment.progress import progress_bar
 from baselines.evaluate import EvalResult, evaluate, normalized_scores
 from baselines.learners import LearnerPolicy, check_learner, make_learner, rollout_policy
 from baselines.preflight import (
@@ -372,8 +372,8 @@ def _train_locked(dataset: OfflineDataset, learner: str, config: TrainConfig, ru
     s = run.state
     started = time.perf_counter()
     total_before = s.times["total"]
-    bar = tqdm(total=config.steps, initial=s.step, disable=not progress, desc=f"{learner} {dataset.name}",
-               unit="upd", dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(total=config.steps, initial=s.step, disable=not progress,
+                       desc=f"{learner} {dataset.name}", unit="upd", dynamic_ncols=True, mininterval=0.5)
     last_bar = s.step
     sampler, algo, loss_sum = run.sampler, run.algo, s.loss_sum
     try:
@@ -402,7 +402,7 @@ def _train_locked(dataset: OfflineDataset, learner: str, config: TrainConfig, ru
                 s.times["total"] = total_before + time.perf_counter() - started
                 with checkpoint_write_errors(checkpoint_dir(run_dir, s.step)):
                     run.save_checkpoint()
-            if progress and (s.step - last_bar >= 100 or s.step == end):
+            if s.step - last_bar >= 100 or s.step == end:  # shown or not: it reports (augment.progress)
                 bar.update(s.step - last_bar)
                 last_bar = s.step
                 shown = {k: v / s.loss_n for k, v in s.loss_sum.items()} if s.loss_n else losses

@@ -10,6 +10,8 @@
   Only the process running the cell writes it, or the driver after that process died.
 * ``ROOT/cells/<cell id>.lock``: held by the process running the cell. A killed process loses its lock,
   so "running" in a state file whose lock is free means *interrupted* (resumed by the next sweep).
+* ``ROOT/cells/<cell id>.progress.json``: while the cell runs, what its latest progress bar reported
+  (:mod:`augment.progress`: a model fit's or the learner's step, with an ETA); status shows it.
 
 Status of a cell: ``done`` (its run directory holds results.json), ``running`` (its lock is held),
 ``failed`` (the last attempt failed), else ``pending`` (never started, or interrupted; the detail says
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from augment.progress import describe_progress, read_progress
 from baselines.runs import latest_checkpoint, read_json, write_json
 from baselines.sweep_grid import Cell, SweepSpec
 from stores.errors import UserInputError
@@ -54,6 +57,11 @@ def state_path(root: Path, cell_id: str) -> Path:
 
 def lock_path(root: Path, cell_id: str) -> Path:
     return Path(root) / CELLS_DIR / f"{cell_id}.lock"
+
+
+def progress_path(root: Path, cell_id: str) -> Path:
+    """Where a running cell's progress bars report (:mod:`augment.progress`); not committed."""
+    return Path(root) / CELLS_DIR / f"{cell_id}.progress.json"
 
 
 def host_name() -> str:
@@ -297,8 +305,11 @@ def cell_status(root: Path, cell: Cell) -> CellStatus:
     if lock_is_held(lock_path(root, cell.cell_id)):
         step = checkpoint_step(run_dir)
         where = f"on {last.get('host')} pid {last.get('pid')}" if last else ""
-        return CellStatus(cell, "running", detail=f"{where}, checkpoint at step {step}".strip(", "),
-                          attempts=len(attempts))
+        detail = f"{where}, checkpoint at step {step}".strip(", ")
+        report = read_progress(progress_path(root, cell.cell_id))
+        if report is not None:
+            detail += f"; now {describe_progress(report)}"
+        return CellStatus(cell, "running", detail=detail, attempts=len(attempts))
     if state.get("status") == "failed":
         err = f"{last.get('error_type')}: {first_line(last.get('error'))}"
         return CellStatus(cell, "failed", detail=f"after {len(attempts)} attempt(s): {err}",

@@ -10,18 +10,28 @@ died).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from baselines.compare import RunRequest
 from baselines.sweep_grid import Cell
-from baselines.sweep_state import begin_attempt, end_attempt, held_lock, host_name, lock_path, read_state
+from baselines.sweep_state import (
+    begin_attempt,
+    end_attempt,
+    held_lock,
+    host_name,
+    lock_path,
+    progress_path,
+    read_state,
+)
 
 #: Seconds a worker waits for a cell's lock (``augment sweep status`` probes it for an instant).
 LOCK_WAIT_S = 5.0
@@ -87,7 +97,12 @@ def _scores(run_dir: Path) -> dict[str, float | None]:
 
 
 def run_cell(payload: CellPayload) -> CellOutcome:
-    """Run one attempt of ``payload.cell`` here; never raises for a failure of the run itself."""
+    """Run one attempt of ``payload.cell`` here; never raises for a failure of the run itself.
+
+    While it runs, the run's progress bars (shown or not) report to the cell's progress file
+    (:func:`~baselines.sweep_state.progress_path`, via :data:`augment.progress.PROGRESS_FILE_ENV`), which
+    ``augment sweep status`` reads; the file is removed when the attempt ends.
+    """
     import torch
 
     from baselines.compare import resolve_arm
@@ -111,7 +126,8 @@ def run_cell(payload: CellPayload) -> CellOutcome:
                                   attempt=payload.attempt)
             resumed = int(state["attempts"][-1]["resumed_from_step"])
             try:
-                resolve_arm(cell.arm).runner(payload.request())
+                with reporting_progress(progress_path(root, cell.cell_id)):
+                    resolve_arm(cell.arm).runner(payload.request())
                 if not (run_dir / "results.json").exists():
                     raise RuntimeError(f"arm '{cell.arm}' returned without writing {run_dir}/results.json")
             except Exception as exc:  # every failure of a run is recorded and returned, not raised
@@ -126,6 +142,25 @@ def run_cell(payload: CellPayload) -> CellOutcome:
                                resumed_from_step=resumed, scores=_scores(run_dir))
     finally:
         torch.set_num_threads(threads_before)
+
+
+@contextlib.contextmanager
+def reporting_progress(path: Path) -> Iterator[None]:
+    """For the block, progress bars report to ``path`` (:data:`augment.progress.PROGRESS_FILE_ENV`); a
+    killed attempt's old report is removed first, and the file when the block ends."""
+    from augment.progress import PROGRESS_FILE_ENV
+
+    before = os.environ.get(PROGRESS_FILE_ENV)
+    path.unlink(missing_ok=True)
+    os.environ[PROGRESS_FILE_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_FILE_ENV, None)
+        else:
+            os.environ[PROGRESS_FILE_ENV] = before
+        path.unlink(missing_ok=True)
 
 
 def last_attempt(root: Path, cell: Cell) -> dict[str, Any] | None:

@@ -103,8 +103,40 @@ def _broken(request: RunRequest) -> Path:
     raise RuntimeError("this arm always fails")
 
 
+def _peek(request: RunRequest, *, out: str) -> Path:
+    """Runs a quiet "model fit" bar, then records what ``sweep status`` says of its own cell, then trains
+    like base and records the learner bar's last report (all while the cell runs)."""
+    from augment.progress import progress_bar, read_progress
+    from baselines.sweep_state import progress_path
+
+    root = request.run_dir.parents[4]  # ROOT/<dataset>/<learner>/runs/<arm>/seed_N
+    cell = next(c for c in manifest_cells(read_manifest(root)) if c.run_dir(root) == request.run_dir)
+    for _ in progress_bar(range(3), desc="peek fit", unit="step", disable=True):
+        pass
+    lines = [cell_status(root, cell).detail]
+    path = train_request(request)
+    lines.append(json.dumps(read_progress(progress_path(root, cell.cell_id))))
+    Path(out).write_text("\n".join(lines))
+    return path
+
+
 register_arm("flaky", lambda arg: Arm("flaky", functools.partial(_flaky, marker=str(arg))))
 register_arm("broken", lambda arg: Arm("broken", _broken))
+register_arm("peek", lambda arg: Arm("peek", functools.partial(_peek, out=str(arg))))
+
+
+def test_status_of_a_running_cell_shows_what_its_quiet_bars_report(tmp_path: Path, data_path: Path) -> None:
+
+    out = tmp_path / "peek.txt"
+    spec, engine = build({"root": str(tmp_path / "root"), "datasets": [str(data_path)], "profile": "smoke",
+                          "arms": ["base", f"peek:{out}"], "seeds": [0], "overrides": TINY})
+    assert run_sweep(spec, engine, progress=False).status.counts["done"] == 2
+    status_line, learner = out.read_text().splitlines()
+    assert status_line.startswith("on ") and "; now 'peek fit' 3/3 step, finished (reported" in status_line
+    report = json.loads(learner)  # the learner loop's bar (baselines/loop.py) reported to the cell's file
+    assert (report["desc"], report["n"], report["total"]) == ("td3bc hop.npz", TINY["steps"], TINY["steps"])
+    assert report["closed"] is True
+    assert not list((spec.root / "cells").glob("*.progress.json"))  # removed when the attempt ended
 
 
 def test_failed_cells_are_recorded_retried_and_reported(tmp_path: Path, data_path: Path) -> None:

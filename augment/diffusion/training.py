@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from augment.diffusion import edm
+from augment.progress import progress_bar
 
 Tensor = torch.Tensor
 
@@ -98,7 +98,8 @@ def fit_steps(network: torch.nn.Module, opt: torch.optim.Optimizer, loss_at: Cal
     recorded every ``every`` steps and at the last (:func:`record_due`), shown on a tqdm bar. Returns
     (history, running); ``history`` and ``running`` continue a resumed record."""
     history = [] if history is None else history
-    bar = tqdm(range(first_step, train_steps), desc=desc, unit="step", disable=not progress, leave=False)
+    bar = progress_bar(range(first_step, train_steps), desc=desc, unit="step", disable=not progress,
+                       leave=False)
     for step in bar:
         loss = loss_at(step)
         optimizer_step(opt, network.parameters(), loss, lr_at(step), grad_clip)

@@ -195,7 +195,8 @@ def behavior_policy(dataset: OfflineDataset, *, profile: str | None = None, seed
 
     def train() -> Any:
         import torch
-        from tqdm.auto import tqdm
+
+        from augment.progress import progress_bar
 
         algo = d3rlpy.algos.BCConfig(batch_size=256, learning_rate=1e-3,
                                      observation_scaler=observation_scaler(dataset.stats)).create(device="cpu:0")
@@ -203,7 +204,8 @@ def behavior_policy(dataset: OfflineDataset, *, profile: str | None = None, seed
             torch.manual_seed(seed)
             algo.create_impl((dataset.observation_size,), dataset.action_size)
             sampler = MixedSampler(dataset.transitions, batch_size=256, real_ratio=1.0, seed=seed)
-            for _ in tqdm(range(n_steps), desc="behaviour cloning", disable=not progress, leave=False):
+            for _ in progress_bar(range(n_steps), desc="behaviour cloning", disable=not progress,
+                                  leave=False):
                 algo.update(sampler.sample())
         return algo
 
@@ -376,11 +378,11 @@ def iter_batches(generator: Any, policy: Any, n: int, rng: np.random.Generator, 
     transitions need at the transitions per item seen so far. Stops with UserInputError when 20 calls in
     a row return nothing (a model that only produces non-finite rows).
     """
-    from tqdm.auto import tqdm
+    from augment.progress import progress_bar
 
     size = round_size(generator)
     done, items, rounds, empty = 0, 0, 0, 0
-    bar = tqdm(total=n, desc=desc, unit="tr", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=n, desc=desc, unit="tr", disable=not progress, dynamic_ncols=True)
     try:
         while done < n:
             per_item = done / items if done else None  # no rows yet (empty rounds too): ask the full size

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from augment.progress import progress_bar
 from stores.errors import UserInputError
 from stores.schema import OfflineDataset
 
@@ -69,8 +69,8 @@ def train_iql(algo: Any, dataset: OfflineDataset, steps: int, *, seed: int, prog
                            seed=int(seed))
     losses: dict[str, float] = {}
     t0 = time.perf_counter()
-    bar = tqdm(range(int(steps)), desc="AEPO: IQL critics (d3rlpy)", unit="step", disable=not progress,
-               leave=False)
+    bar = progress_bar(range(int(steps)), desc="AEPO: IQL critics (d3rlpy)", unit="step",
+                       disable=not progress, leave=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         for step in bar:

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from augment.diffusion import ddpm
 from augment.diffusion.training import optimizer_step, record_due, smoothed, update_ema
@@ -46,6 +45,7 @@ from augment.planners.checkpoint import (
 )
 from augment.planners.devices import module_device, normal_like, randint_on
 from augment.planners.dmemm_math import reward_loss, transition_loss, window_columns
+from augment.progress import progress_bar
 
 Tensor = torch.Tensor
 
@@ -128,8 +128,8 @@ def train_dmemm(network: TemporalUNet, windows: WindowIndex, weights: np.ndarray
                 "running": dict(running), "history": list(history),
                 "seconds": seconds_before + time.perf_counter() - start}
 
-    bar = tqdm(range(first_step, cfg.train_steps), desc="dmemm (Eq. 12)", unit="step", disable=not progress,
-               leave=False, initial=first_step, total=cfg.train_steps)
+    bar = progress_bar(range(first_step, cfg.train_steps), desc="dmemm (Eq. 12)", unit="step",
+                       disable=not progress, leave=False, initial=first_step, total=cfg.train_steps)
     for step in bar:
         idx = rng.integers(0, len(windows), size=cfg.batch_size)
         xw, valid = windows.gather(idx)

@@ -245,8 +245,7 @@ def write_planned_store(planner: Planner, dataset: OfflineDataset, path: Path, n
     (:meth:`Planner.store_attrs`: name, config with guidance settings and Prop. 1 mode). Returns the
     number of transitions written.
     """
-    from tqdm.auto import tqdm
-
+    from augment.progress import progress_bar
     from stores.replay import ReplayStore
 
     if path.exists():
@@ -255,8 +254,8 @@ def write_planned_store(planner: Planner, dataset: OfflineDataset, path: Path, n
     written = 0
     with ReplayStore.create(path, observation_size=dataset.observation_size,
                             action_size=dataset.action_size, attrs=store_attrs) as store:
-        bar = tqdm(total=n, desc=f"{planner.name}: generate", unit="traj", disable=not planner.progress,
-                   leave=False)
+        bar = progress_bar(total=n, desc=f"{planner.name}: generate", unit="traj",
+                           disable=not planner.progress, leave=False)
         for lo in range(0, n, chunk):
             batch = planner.generate(min(chunk, n - lo), None, rng, round=lo // chunk)
             if batch.batch_size:

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from augment.diffusion import ddpm
 from augment.nn.unet import count_parameters
@@ -44,6 +43,7 @@ from augment.planners.checkpoint import (
 )
 from augment.planners.devices import module_device, normal_like, randint_on
 from augment.planners.td_math import condition_dropout, returns_to_go
+from augment.progress import progress_bar
 from baselines.seeding import derive_seed
 from stores.errors import UserInputError
 from stores.schema import OfflineDataset
@@ -203,8 +203,8 @@ def train_td(nets: dict[str, nn.Module], data: TDData, config: Any, sched: ddpm.
             "running": dict(running), "history": list(history),
             "seconds": seconds_before + time.perf_counter() - start})
 
-    bar = tqdm(range(first_step, cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
-               disable=not progress, leave=False, initial=first_step, total=cfg.train_steps)
+    bar = progress_bar(range(first_step, cfg.train_steps), desc="td (GPT + diffusion + f_phi)", unit="step",
+                       disable=not progress, leave=False, initial=first_step, total=cfg.train_steps)
     # The GPT's dropout draws from torch's global RNG: seed a forked copy, so the same config gives the
     # same networks in any process, and the caller's RNG state is left as it was.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):

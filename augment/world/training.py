@@ -23,8 +23,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from augment.progress import progress_bar
 from stores.errors import UserInputError
 
 
@@ -141,7 +141,7 @@ def fit_ensemble(model: EnsembleRegressor, train_x: torch.Tensor, train_y: torch
     since_update, epoch, steps, stopped_early = 0, 0, 0, False
     history: list[float] = []
     max_epochs = settings.max_epochs if settings.max_epochs is not None else np.iinfo(np.int64).max
-    bar = tqdm(desc=desc, total=settings.max_epochs, disable=not progress, unit="epoch", leave=False)
+    bar = progress_bar(desc=desc, total=settings.max_epochs, disable=not progress, unit="epoch", leave=False)
     device = train_x.device
     while epoch < max_epochs:
         order = torch.as_tensor(rng.permuted(np.tile(np.arange(n), (e, 1)), axis=1), device=device)
