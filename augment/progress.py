@@ -118,8 +118,9 @@ def read_progress(path: Path) -> dict[str, Any] | None:
 
 
 def describe_progress(state: dict[str, Any], now: float | None = None) -> str:
-    """One line for a status table: ``'td (GPT + diffusion + f_phi)' 1,968/20,000 step, ETA 55 min
-    (reported 12 s ago)``; the ETA is left out when the total or the rate is unknown."""
+    """One line for a status table: ``'td (GPT + diffusion + f_phi)' 1,968/20,000 step, ETA 55:00
+    (reported 00:12 ago)``, times as tqdm writes them; the ETA is left out when the total or the rate is
+    unknown."""
     now = time.time() if now is None else now
     total = state.get("total")
     count = f"{int(state['n']):,}" + (f"/{int(total):,}" if total else "")
@@ -128,16 +129,8 @@ def describe_progress(state: dict[str, Any], now: float | None = None) -> str:
     if state.get("closed"):
         text += ", finished"
     elif total and rate:
-        text += f", ETA {_duration(max(0.0, (int(total) - int(state['n'])) / float(rate)))}"
-    return f"{text} (reported {_duration(max(0.0, now - float(state['updated'])))} ago)"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        text += f", ETA {tqdm.format_interval(max(0.0, (int(total) - int(state['n'])) / float(rate)))}"
+    return f"{text} (reported {tqdm.format_interval(max(0.0, now - float(state['updated'])))} ago)"
 
 
 __all__ = ["PROGRESS_FILE_ENV", "PROGRESS_FILE_SECONDS", "ReportingBar", "describe_progress", "progress_bar",

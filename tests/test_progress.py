@@ -66,11 +66,11 @@ def test_status_line_names_the_bar_its_count_eta_and_age() -> None:
     state = {"desc": "td (GPT + diffusion + f_phi)", "n": 2000, "total": 20000, "unit": "step", "rate": 6.0,
              "updated": 1000.0, "closed": False}
     assert P.describe_progress(state, now=1012.0) == (
-        "'td (GPT + diffusion + f_phi)' 2,000/20,000 step, ETA 50 min (reported 12 s ago)")
+        "'td (GPT + diffusion + f_phi)' 2,000/20,000 step, ETA 50:00 (reported 00:12 ago)")
     assert P.describe_progress({**state, "rate": None, "total": None}, now=1000.0) == (
-        "'td (GPT + diffusion + f_phi)' 2,000 step (reported 0 s ago)")
+        "'td (GPT + diffusion + f_phi)' 2,000 step (reported 00:00 ago)")
     assert P.describe_progress({**state, "closed": True}, now=1000.0 + 7200) == (
-        "'td (GPT + diffusion + f_phi)' 2,000/20,000 step, finished (reported 2.0 h ago)")
+        "'td (GPT + diffusion + f_phi)' 2,000/20,000 step, finished (reported 2:00:00 ago)")
 
 
 def test_read_progress_ignores_missing_and_foreign_files(tmp_path: Path) -> None:
