@@ -117,10 +117,10 @@ def read_progress(path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and {"desc", "n", "updated"} <= state.keys() else None
 
 
-def describe_progress(state: dict[str, Any], now: float | None = None) -> str:
+def describe_progress(state: dict[str, Any], now: float | None = None, *, eta: bool = True) -> str:
     """One line for a status table: ``'td (GPT + diffusion + f_phi)' 1,968/20,000 step, ETA 55:00
     (reported 00:12 ago)``, times as tqdm writes them; the ETA is left out when the total or the rate is
-    unknown."""
+    unknown, or with ``eta=False`` (a killed run's last report)."""
     now = time.time() if now is None else now
     total = state.get("total")
     count = f"{int(state['n']):,}" + (f"/{int(total):,}" if total else "")
@@ -128,7 +128,7 @@ def describe_progress(state: dict[str, Any], now: float | None = None) -> str:
     rate = state.get("rate")
     if state.get("closed"):
         text += ", finished"
-    elif total and rate:
+    elif eta and total and rate:
         text += f", ETA {tqdm.format_interval(max(0.0, (int(total) - int(state['n'])) / float(rate)))}"
     return f"{text} (reported {tqdm.format_interval(max(0.0, now - float(state['updated'])))} ago)"
 

@@ -318,6 +318,9 @@ def cell_status(root: Path, cell: Cell) -> CellStatus:
     if state.get("status") == "running":
         detail = (f"interrupted (attempt {last.get('attempt')} on {last.get('host')}); "
                   f"resumes from step {step}")
+        report = read_progress(progress_path(root, cell.cell_id))  # left by the killed attempt
+        if report is not None:
+            detail += f"; last report {describe_progress(report, eta=False)}"
     elif step:
         detail = f"resumes from step {step}"
     else:

@@ -67,6 +67,8 @@ def test_status_line_names_the_bar_its_count_eta_and_age() -> None:
              "updated": 1000.0, "closed": False}
     assert P.describe_progress(state, now=1012.0) == (
         "'td (GPT + diffusion + f_phi)' 2,000/20,000 step, ETA 50:00 (reported 00:12 ago)")
+    assert P.describe_progress(state, now=1012.0, eta=False) == (
+        "'td (GPT + diffusion + f_phi)' 2,000/20,000 step (reported 00:12 ago)")
     assert P.describe_progress({**state, "rate": None, "total": None}, now=1000.0) == (
         "'td (GPT + diffusion + f_phi)' 2,000 step (reported 00:00 ago)")
     assert P.describe_progress({**state, "closed": True}, now=1000.0 + 7200) == (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,8 +236,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_cells(tmp_path: Path, d
     assert finished and len(interrupted) == 1 and status.counts["running"] == 0
     cut = interrupted[0].cell
     stamps = {c.cell_id: (c.run_dir(spec.root) / "results.json").stat().st_mtime_ns for c in finished}
-    step = int(interrupted[0].detail.rsplit(" ", 1)[-1])
+    step = int(re.search(r"resumes from step (\d+)", interrupted[0].detail).group(1))
     assert step > 0
+    assert "; last report 'td3bc hop.npz' " in interrupted[0].detail  # what its learner bar said last
     from cli import cli
 
     out = CliRunner().invoke(cli, ["sweep", str(f), "--quiet"], catch_exceptions=False)
