@@ -64,7 +64,7 @@ from baselines.sweep_state import (
 from baselines.sweep_worker import SHARED_ENV, CellOutcome, CellPayload
 from stores.errors import UserInputError
 
-__all__ = ["EngineOptions", "RunResources", "SweepResult", "SweepSpec", "SweepStatus", "build",
+__all__ = ["EngineOptions", "RunResources", "SweepResult", "SweepSpec", "SweepStatus", "add_to_grid", "build",
            "plan_sweep", "report_sweep", "run_sweep", "sweep_status"]
 
 
@@ -95,15 +95,30 @@ def _shared_env() -> dict[str, str]:
             "MINARI_DATASETS_PATH": str(minari_root().resolve())}
 
 
+def _arm_names(spec: SweepSpec) -> dict[str, str]:
+    """Resolve every arm of ``spec`` (arm spec -> name); an unknown arm is a UserInputError."""
+    from baselines.compare import resolve_arm
+
+    return {a: resolve_arm(a).name for a in spec.arms}
+
+
 def _prepare(spec: SweepSpec, progress: bool) -> dict[str, str]:
     """Resolve every arm (arm spec -> name) and load every dataset once (building missing recipes)."""
-    from baselines.compare import resolve_arm
     from stores.datasets import load_dataset
 
-    names = {a: resolve_arm(a).name for a in spec.arms}
+    names = _arm_names(spec)
     for dataset in spec.datasets:
         load_dataset(dataset, profile=spec.profile, progress=progress)
     return names
+
+
+def _invocation_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _check_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"--root '{root}' is a file; name a directory for the sweep (it is created)")
 
 
 def _line(cell: Cell, outcome: CellOutcome | None, *, done: int, total: int, note: str = "",
@@ -131,8 +146,7 @@ def run_sweep(spec: SweepSpec, engine: EngineOptions | None = None, *, retry_fai
     engine.validate()
     root = Path(spec.root)
     # every input check before ROOT or ROOT/sweep.lock is created: a bad arm, dataset or budget leaves nothing
-    if root.exists() and not root.is_dir():
-        raise UserInputError(f"--root '{root}' is a file; name a directory for the sweep (it is created)")
+    _check_root(root)
     if lock_is_held(root / "sweep.lock"):
         raise UserInputError(f"another `augment sweep` is running on {root}; wait for it to end "
                              f"(`augment sweep status {root}`) or use another root")
@@ -142,7 +156,7 @@ def run_sweep(spec: SweepSpec, engine: EngineOptions | None = None, *, retry_fai
     if log is None:
         log = (lambda text: tqdm.write(text, file=sys.stderr)) if progress else (lambda text: None)
     started = time.perf_counter()
-    invocation = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    invocation = _invocation_id()
     with driver_lock(root):
         check_budget(root, spec)  # again under the lock: another driver may have started meanwhile
         cells = expand(spec, names)
@@ -274,16 +288,31 @@ def plan_sweep(spec: SweepSpec) -> list[CellStatus]:
     """What :func:`run_sweep` would do with ``spec``, writing nothing: each of its cells with its status
     in ``spec.root`` now (done cells are skipped, pending and interrupted ones run, failed ones wait for
     ``retry_failed``). Resolves the arms but loads no dataset (a missing recipe is built only by a run)."""
-    from baselines.compare import resolve_arm
-
     spec.validate()
     root = Path(spec.root)
-    if root.exists() and not root.is_dir():
-        raise UserInputError(f"--root '{root}' is a file; name a directory for the sweep (it is created)")
+    _check_root(root)
     if manifest_path(root).exists():
         check_budget(root, spec)
-    names = {a: resolve_arm(a).name for a in spec.arms}
-    return [cell_status(root, c) for c in expand(spec, names)]
+    return [cell_status(root, c) for c in expand(spec, _arm_names(spec))]
+
+
+def add_to_grid(spec: SweepSpec) -> list[CellStatus]:
+    """Add ``spec``'s cells to the grid of ``spec.root`` and run none of them; returns their statuses.
+
+    For a grid filled a piece at a time: once its cells are in the manifest, ``sweep status`` counts the
+    ones without a run as pending and the tables list them as missing (and take in runs already in the
+    root, e.g. copied from ``augment compare``), before any invocation has run them. Loads no dataset;
+    refused while a driver runs on the root (its lock) or when the root has another budget.
+    """
+    spec.validate()
+    root = Path(spec.root)
+    _check_root(root)
+    check_budget(root, spec)
+    cells = expand(spec, _arm_names(spec))
+    root.mkdir(parents=True, exist_ok=True)
+    with driver_lock(root):
+        write_manifest(root, spec, cells, invocation=_invocation_id(), engine="none (--add-only)")
+    return [cell_status(root, c) for c in cells]
 
 
 def report_sweep(root: Path) -> tuple[SweepStatus, SweepReport]:

@@ -7,6 +7,7 @@ rewrites the tables from the runs finished so far.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +70,22 @@ def sweep_group() -> None:
 @click.option("--dry-run", is_flag=True,
               help="List this sweep's cells and what would happen to each (done: skipped); run and write "
                    "nothing.")
+@click.option("--add-only", is_flag=True,
+              help="Add this sweep's cells to the root's grid and run none: status counts them as pending "
+                   "and the tables list them as missing until a later call runs them.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-run lines.")
 def run_cmd(sweep_file: Path | None, root: Path | None, datasets: tuple[str, ...], arms: tuple[str, ...],
             learners: tuple[str, ...], seeds: str | None, profile: str | None, steps: int | None,
             eval_every: int | None, eval_episodes: int | None, real_ratio: float | None, metric: str | None,
             engine: str | None, address: str | None, jobs: int | None, cpus_per_run: float | None,
             gpus_per_run: float | None, retries: int | None, retry_failed: bool, no_warmup: bool,
-            dry_run: bool, quiet: bool) -> None:
+            dry_run: bool, add_only: bool, quiet: bool) -> None:
     """Run (or resume) a sweep; options override the YAML file's values. Ends with the per-task
     compare tables and ROOT/summary.md, which cover every cell the root was ever swept with (a narrower
     call, e.g. one arm and two seeds of a YAML grid, runs only its cells and adds them to the root);
     exits 1 when this call's cells are missing (failed or still running)."""
     from augment.profiles import profile_banner
-    from baselines.sweep import plan_sweep, run_sweep
+    from baselines.sweep import add_to_grid, plan_sweep, run_sweep
     from baselines.sweep_grid import build, read_sweep_file
 
     options: dict[str, Any] = dict(read_sweep_file(sweep_file)) if sweep_file is not None else {}
@@ -101,8 +105,16 @@ def run_cmd(sweep_file: Path | None, root: Path | None, datasets: tuple[str, ...
     if no_warmup:
         options["warmup"] = False
     spec, engine_options = build(options)
+    if dry_run and add_only:
+        raise click.UsageError("--dry-run writes nothing and --add-only writes the grid: give one")
     if dry_run:
         _print_plan(plan_sweep(spec), spec.root, retry_failed=retry_failed)
+        return
+    if add_only:
+        added = add_to_grid(spec)
+        counts = Counter(s.status for s in added)
+        click.echo(f"added {len(added)} cells to the grid of {spec.root} and ran none: "
+                   + ", ".join(f"{k} {counts[k]}" for k in ("done", "running", "failed", "pending")))
         return
     banner = profile_banner(spec.profile)
     if banner and not quiet:

@@ -334,3 +334,33 @@ def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.Monk
             store = cfg["extra"]["synthetic_store"]
             assert f"{arm.split('_')[0]}-stores" in store and cfg["dataset"]["content_hash"] in store, run
     assert all(len(h) == 1 for h in hashes.values()), hashes
+
+
+def test_add_only_puts_cells_in_the_grid_and_runs_none(tmp_path: Path, data_path: Path) -> None:
+    """--add-only: the cells join the manifest (status: pending; tables: missing) with nothing run; a run
+    already in the root (e.g. copied from augment compare) is counted at once; a running driver refuses."""
+    from baselines.sweep import add_to_grid, report_sweep
+    from cli import cli
+
+    root = tmp_path / "root"
+    options = {"root": str(root), "datasets": [str(data_path)], "profile": "smoke", "overrides": TINY}
+    spec, engine = build({**options, "arms": ["base"], "seeds": [0]})
+    assert run_sweep(spec, engine, progress=False).status.counts["done"] == 1
+    f = _yaml(tmp_path / "grid.yaml", json.dumps({**options, "arms": ["base", "broken"], "seeds": [0, 1]}))
+    out = CliRunner().invoke(cli, ["sweep", str(f), "--add-only"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "added 4 cells" in out.output and "done 1, running 0, failed 0, pending 3" in out.output
+    assert not (root / "hop" / "td3bc" / "runs" / "broken").exists()  # nothing ran
+    assert not list((root / "cells").glob("*broken*"))
+    status, rep = report_sweep(root)
+    assert status.counts == {"done": 1, "running": 0, "failed": 0, "pending": 3}
+    summary = rep.files["markdown"].read_text()
+    assert "## Missing cells (3" in summary and "hop td3bc broken seed 1: pending" in summary
+    assert read_manifest(root)["invocations"][-1]["engine"] == "none (--add-only)"
+    both = CliRunner().invoke(cli, ["sweep", str(f), "--add-only", "--dry-run"])
+    assert both.exit_code == 2 and "give one" in both.output
+    with held_lock(root / "sweep.lock") as got:  # a driver is running on the root
+        assert got
+        with pytest.raises(UserInputError, match="another `augment sweep` is running"):
+            add_to_grid(build({**options, "arms": ["base"], "seeds": [2]})[0])
+    assert len(manifest_cells(read_manifest(root))) == 4
