@@ -15,7 +15,6 @@ total None when unknown), ``rate`` (units per second since the bar started, None
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -55,7 +54,8 @@ class ReportingBar(tqdm):  # type: ignore[misc]  # tqdm ships no type hints
     def update(self, n: float | None = 1) -> bool | None:
         out = super().update(n)
         if self._report_to is not None:
-            self._count += int(n or 0)
+            if self.disable:
+                self._count += int(n or 0)
             self._report()
         return out
 
@@ -98,14 +98,14 @@ def progress_bar(*args: Any, **kwargs: Any) -> ReportingBar:
 def write_progress(path: Path, state: dict[str, Any]) -> None:
     """Write one bar's ``state`` to ``path`` atomically; a failed write is dropped (progress is advice:
     a full disk must not stop the run that reports it)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    from stores.errors import UserInputError
+    from stores.guards import write_file_atomically
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        write_file_atomically(path, json.dumps(state).encode())
+    except (OSError, UserInputError):  # UserInputError: a full disk, as stores.guard_errors words it
+        pass
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:

@@ -405,10 +405,11 @@ def _train_locked(dataset: OfflineDataset, learner: str, config: TrainConfig, ru
             if s.step - last_bar >= 100 or s.step == end:  # shown or not: it reports (augment.progress)
                 bar.update(s.step - last_bar)
                 last_bar = s.step
-                shown = {k: v / s.loss_n for k, v in s.loss_sum.items()} if s.loss_n else losses
-                loss_txt = " ".join(f"{k.replace('_loss', '')} {v:.3g}" for k, v in sorted(shown.items()))
-                last_eval = f"eval {s.evals[-1]['normalized']:.1f}" if s.evals else "eval -"
-                bar.set_postfix_str(f"{loss_txt} | {last_eval}", refresh=False)
+                if progress:  # the postfix text only where the bar is shown
+                    shown = {k: v / s.loss_n for k, v in s.loss_sum.items()} if s.loss_n else losses
+                    loss_txt = " ".join(f"{k.replace('_loss', '')} {v:.3g}" for k, v in sorted(shown.items()))
+                    last_eval = f"eval {s.evals[-1]['normalized']:.1f}" if s.evals else "eval -"
+                    bar.set_postfix_str(f"{loss_txt} | {last_eval}", refresh=False)
     finally:
         bar.close()
         if run.store is not None:

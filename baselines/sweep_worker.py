@@ -149,17 +149,13 @@ def reporting_progress(path: Path) -> Iterator[None]:
     """For the block, progress bars report to ``path`` (:data:`augment.progress.PROGRESS_FILE_ENV`); a
     killed attempt's old report is removed first, and the file when the block ends."""
     from augment.progress import PROGRESS_FILE_ENV
+    from stores.paths import environ_set
 
-    before = os.environ.get(PROGRESS_FILE_ENV)
     path.unlink(missing_ok=True)
-    os.environ[PROGRESS_FILE_ENV] = str(path)
     try:
-        yield
+        with environ_set(PROGRESS_FILE_ENV, str(path)):
+            yield
     finally:
-        if before is None:
-            os.environ.pop(PROGRESS_FILE_ENV, None)
-        else:
-            os.environ[PROGRESS_FILE_ENV] = before
         path.unlink(missing_ok=True)
 
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     config = planner_config("aepo", args.profile, dataset.name, None, seed=args.seed)
     planner = AEPOPlanner(config, progress=True)
     planner.fit(dataset)
-    chunks = [int(c) for c in args.chunks.split(",") if c.strip() and int(c) > 0]
+    chunks = [int(c) for c in args.chunks.split(",") if c.strip()]
     config, rows = dose_rows(planner, config, dataset, chunks=chunks, states=args.states, seed=args.seed,
                              beta=args.beta, omega=args.omega)
     score = evaluation_row(planner, config, dataset, args.seed, args.evaluate) if args.evaluate else None

@@ -36,7 +36,7 @@ import numpy as np
 
 from stores.errors import UserInputError
 from stores.guards import sniff, staged_file, user_error_from_os
-from stores.paths import minari_root
+from stores.paths import environ_set, minari_root
 from stores.schema import Episode, OfflineDataset, check_finite
 
 D4RL_REQUIRED: tuple[str, ...] = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -430,16 +430,9 @@ def write_npz(dataset: OfflineDataset, path: str | os.PathLike[str]) -> Path:
 @contextlib.contextmanager
 def minari_root_env(root: str | os.PathLike[str] | None) -> Iterator[Path]:
     """Point ``MINARI_DATASETS_PATH`` at ``root`` (default: the current root) for the block."""
-    old = os.environ.get("MINARI_DATASETS_PATH")
     path = Path(root).expanduser() if root is not None else minari_root()
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
+    with environ_set("MINARI_DATASETS_PATH", str(path)):
         yield path
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
 
 
 def minari_dataset_dir(dataset_id: str, *, root: str | os.PathLike[str] | None = None) -> Path:

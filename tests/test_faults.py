@@ -31,6 +31,7 @@ from cli import main
 from stores import guards
 from stores.convert import dataset_to_store
 from stores.errors import UserInputError
+from stores.paths import environ_set
 from stores.replay import ReplayStore
 from stores.schema import Episode, OfflineDataset
 from stores.sources import write_npz
@@ -181,7 +182,7 @@ def _check_complete(command: str, fmt: str, out: Path, ref: Path, folder: Path) 
     elif fmt == "minari":
         from stores.datasets import load_dataset
 
-        with _env("MINARI_DATASETS_PATH", str(folder / "minari")):
+        with environ_set("MINARI_DATASETS_PATH", str(folder / "minari")):
             a = load_dataset(f"minari:test/{out.name}")
             b = load_dataset("minari:test/ref-x-v0")
         same = a.content_hash == b.content_hash
@@ -194,19 +195,6 @@ def _check_complete(command: str, fmt: str, out: Path, ref: Path, folder: Path) 
             np.array_equal(pa.columns[k], pb.columns[k], equal_nan=True) for k in pa.columns)
     _tally(command, silent_wrong=int(not same))
     assert same, f"{out} differs from an uninterrupted {command}"
-
-
-@contextlib.contextmanager
-def _env(key: str, value: str) -> Iterator[None]:
-    old = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def _comparable_results(run: Path) -> dict[str, Any]:
