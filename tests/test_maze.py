@@ -146,6 +146,17 @@ def test_smoke_recipe_of_every_maze(maze: str) -> None:
     assert resolve_source(name, profile="smoke").cached
 
 
+def test_recipe_estimate_times_the_controller_in_a_fresh_process() -> None:
+    # A fresh interpreter, so the first env of the process (imports, model compilation) is inside the
+    # measurement, as in `augment datasets build`; it once made the estimate "~0 s, 500,000,000 steps/s".
+    import subprocess
+
+    code = "import stores.recipes as r; print(r._measure_maze('umaze'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    steps_per_s = 1.0 / float(out.stdout.strip().splitlines()[-1])
+    assert 300 < steps_per_s < 200_000  # ~12,000/s measured on the development machine's loaded cores
+
+
 def test_evaluation_and_scores_on_maze() -> None:
     class Still:
         def reset(self, n: int) -> None:
