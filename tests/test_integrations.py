@@ -37,10 +37,12 @@ def test_as_policy_handles_numpy_rowwise_torch_and_act_objects() -> None:
     module = torch.nn.Linear(3, 2, bias=False)
     with torch.no_grad():
         module.weight.copy_(torch.as_tensor(W))
+    # torch's float32 GEMM sums in another order than NumPy's (which order depends on the CPU's kernels), and
+    # obs[3] @ W[0] cancels to ~9e-4: an absolute float32 tolerance, not only a relative one, for such entries
     np.testing.assert_allclose(as_policy(torch.nn.Sequential(module, torch.nn.Tanh())).act(obs), expected,
-                               rtol=1e-5)
+                               rtol=1e-5, atol=1e-6)
     tensor_fn = as_policy(lambda o: torch.tanh(torch.as_tensor(o) @ torch.as_tensor(W).T))
-    np.testing.assert_allclose(tensor_fn.act(obs), expected, rtol=1e-5)
+    np.testing.assert_allclose(tensor_fn.act(obs), expected, rtol=1e-5, atol=1e-6)
 
     class ActOnly:
         def act(self, o):
