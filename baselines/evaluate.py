@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from augment.progress import progress_bar
 from baselines.protocols import Policy
 from baselines.seeding import derive_seed
 from stores.errors import UserInputError
@@ -106,13 +107,25 @@ def _flat_observation(obs: Any) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32).ravel()
 
 
+def _act_call_bar(label: str | None, show: bool, *, waves: int, cap: int | None) -> Any:
+    """The optional bar of :func:`evaluate` (None without a label); total ``waves * cap`` act calls."""
+    if label is None:
+        return None
+    return progress_bar(total=waves * cap if cap else None, desc=label, unit="act", disable=not show,
+                        leave=False)
+
+
 def evaluate(policy: Policy, env_id: str, *, episodes: int, seed: int, score_name: str | None = None,
-             num_envs: int = 10, max_steps: int | None = None) -> EvalResult:
+             num_envs: int = 10, max_steps: int | None = None, bar: str | None = None,
+             show_bar: bool = False) -> EvalResult:
     """Run ``episodes`` episodes of ``policy`` in ``env_id`` and score them.
 
     score_name: dataset name or env id for normalized scores (default ``env_id``). num_envs: envs stepped
     together per wave. max_steps: optional cap on steps per episode (default: the env's time limit).
-    Actions are clipped to the action space before stepping.
+    Actions are clipped to the action space before stepping. bar: the label of a progress bar over the
+    policy's act calls (one per vector step; total = waves x the step cap, an upper bound when episodes
+    terminate), shown when ``show_bar`` and reported to ``$AUGMENT_PROGRESS_FILE`` either way
+    (:mod:`augment.progress`); None (the learners' frequent short evaluations): no bar.
     """
     if episodes < 1:
         raise UserInputError(f"evaluation needs at least 1 episode, got {episodes}")
@@ -122,6 +135,8 @@ def evaluate(policy: Policy, env_id: str, *, episodes: int, seed: int, score_nam
     high = np.asarray(envs[0].action_space.high, dtype=np.float32)
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
+    counter = _act_call_bar(bar, show_bar, waves=math.ceil(episodes / width),
+                            cap=max_steps or getattr(envs[0].spec, "max_episode_steps", None))
     try:
         for start in range(0, episodes, width):
             n = min(width, episodes - start)
@@ -132,6 +147,8 @@ def evaluate(policy: Policy, env_id: str, *, episodes: int, seed: int, score_nam
             observe = getattr(policy, "observe", None)
             while not done.all():
                 actions = np.clip(np.asarray(policy.act(obs), dtype=np.float32).reshape(n, -1), low, high)
+                if counter is not None:
+                    counter.update(1)
                 step_rewards = np.zeros(n, dtype=np.float64)
                 for i in np.flatnonzero(~done):
                     o, r, terminated, truncated, _ = envs[i].step(actions[i])
@@ -145,6 +162,8 @@ def evaluate(policy: Policy, env_id: str, *, episodes: int, seed: int, score_nam
                 if observe is not None:
                     observe(step_rewards, obs.copy(), done.copy())
     finally:
+        if counter is not None:
+            counter.close()
         for env in envs:
             env.close()
     name = score_name or env_id

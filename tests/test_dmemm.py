@@ -287,3 +287,18 @@ def test_augment_plan_dmemm_smoke_end_to_end(tmp_path, dataset) -> None:
     assert (out / "metrics.csv").read_text().startswith("step,")
     with ReplayStore.open(out / "synthetic.zarr") as store:
         assert store.attrs["generator_name"] == "dmemm" and len(store) == res["num_synthetic"] > 0
+
+
+def test_planner_evaluation_reports_its_act_calls_to_a_sweep(planner, dataset, tmp_path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # a sweep runs cells without bars; `sweep status` reads the evaluation's progress from this file
+    from augment.planners.run import evaluate_planner
+    from augment.progress import PROGRESS_FILE_ENV, read_progress
+
+    report = tmp_path / "cell.progress.json"
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(report))
+    result = evaluate_planner(planner, dataset.env_id, seed=0, episodes=1, score_name=None, envs=1,
+                              max_steps=3)
+    last = read_progress(report)
+    assert last is not None and (last["desc"], last["total"], last["closed"]) == ("dmemm: evaluate", 3, True)
+    assert last["n"] == int(result.lengths[0]) <= 3  # one act call per step (fewer if Hopper falls)

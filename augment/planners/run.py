@@ -162,10 +162,11 @@ def run_planner(name: str, dataset: str | OfflineDataset, *, profile: str | None
 
 
 def evaluate_planner(planner: Planner, env: str, *, seed: int, episodes: int, score_name: str | None,
-                     envs: int = 10, max_steps: int | None = None) -> Any:
+                     envs: int = 10, max_steps: int | None = None, progress: bool = False) -> Any:
     """Evaluate ``planner`` as ``augment plan`` does: acting RNG seeded with
     ``derive_seed(seed, "plan-act")``, acting stats reset, ``episodes`` episodes on ``envs`` envs from
-    ``derive_seed(seed, "eval")``. Returns
+    ``derive_seed(seed, "eval")``, under a bar '<planner>: evaluate' (shown with ``progress``; a sweep's
+    status reads it either way: a planner's evaluation is minutes at cpu). Returns
     the harness's :class:`baselines.evaluate.EvalResult`; ``planner.acting_stats()`` then covers just it."""
     from baselines.evaluate import evaluate
     from baselines.seeding import derive_seed
@@ -173,7 +174,7 @@ def evaluate_planner(planner: Planner, env: str, *, seed: int, episodes: int, sc
     planner.seed_acting(derive_seed(seed, "plan-act"))
     planner.reset_stats()
     return evaluate(planner, env, episodes=episodes, seed=derive_seed(seed, "eval"), score_name=score_name,
-                    num_envs=envs, max_steps=max_steps)
+                    num_envs=envs, max_steps=max_steps, bar=f"{planner.name}: evaluate", show_bar=progress)
 
 
 def _fit_evaluate_write(name: str, data: OfflineDataset, planner: Planner, config: Any, env: str,
@@ -201,7 +202,7 @@ def _fit_evaluate_write(name: str, data: OfflineDataset, planner: Planner, confi
                     "provenance": data.provenance}})
     t1 = time.perf_counter()
     result = evaluate_planner(planner, env, seed=seed, episodes=settings.episodes, score_name=score_name,
-                              envs=settings.envs, max_steps=settings.max_steps)
+                              envs=settings.envs, max_steps=settings.max_steps, progress=progress)
     eval_seconds = time.perf_counter() - t1
     stats = planner.acting_stats()
     gen_seconds, num_synthetic = 0.0, 0
