@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from augment.progress import progress_bar
+from augment.progress import ReportingBar, progress_bar
 from baselines.protocols import Policy
 from baselines.seeding import derive_seed
 from stores.errors import UserInputError
@@ -107,7 +107,7 @@ def _flat_observation(obs: Any) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32).ravel()
 
 
-def _act_call_bar(label: str | None, show: bool, *, waves: int, cap: int | None) -> Any:
+def _act_call_bar(label: str | None, show: bool, *, waves: int, cap: int | None) -> ReportingBar | None:
     """The optional bar of :func:`evaluate` (None without a label); total ``waves * cap`` act calls."""
     if label is None:
         return None

@@ -83,26 +83,18 @@ def test_read_progress_ignores_missing_and_foreign_files(tmp_path: Path) -> None
     assert P.read_progress(tmp_path / "torn.json") is None
 
 
-class _Still:
-    """A policy that never moves (Policy protocol: reset(n), act(obs (B, obs)) -> (B, act))."""
-
-    def reset(self, n: int) -> None:
-        pass
-
-    def act(self, obs):
-        import numpy as np
-
-        return np.zeros((len(obs), 2), np.float32)
-
-
 def test_a_labelled_evaluation_reports_its_act_calls_and_an_unlabelled_one_nothing(report: Path) -> None:
+    import numpy as np
+
+    from augment.integrations import as_policy
     from baselines.evaluate import evaluate
     from stores.maze_env import maze_env_id
 
+    still = as_policy(lambda obs: np.zeros((len(obs), 2), np.float32))  # the point mass never moves
     env = maze_env_id("umaze")  # never terminates: every episode runs to max_steps
-    evaluate(_Still(), env, episodes=3, seed=0, num_envs=2, max_steps=7)  # a learner's evaluation: no bar
+    evaluate(still, env, episodes=3, seed=0, num_envs=2, max_steps=7)  # a learner's evaluation: no bar
     assert not report.exists()
-    evaluate(_Still(), env, episodes=3, seed=0, num_envs=2, max_steps=7, bar="dmemm: evaluate")
+    evaluate(still, env, episodes=3, seed=0, num_envs=2, max_steps=7, bar="dmemm: evaluate")
     last = P.read_progress(report)  # 2 waves (2 envs, then 1) x 7 steps, one act call per step
     assert last is not None and (last["desc"], last["n"], last["total"], last["unit"], last["closed"]) == (
         "dmemm: evaluate", 14, 14, "act", True)
