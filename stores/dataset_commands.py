@@ -130,6 +130,12 @@ def recipe_lines(recipe: dict) -> list[str]:
                  + (f" ({recipe['behaviour_eval_policy']})" if recipe.get("behaviour_eval_policy") else ""))
     if recipe.get("wall_time_s") is not None:
         lines.append(f"  build time    {_fmt(recipe.get('wall_time_s'), 0)} s")
+    machine = recipe.get("machine")
+    if machine:
+        pins = ", ".join(f"{k}={v}" for k, v in (machine.get("variables") or {}).items() if v is not None)
+        lines.append(f"  built on      {machine.get('cpu') or 'unknown CPU'} (torch kernels "
+                     f"{machine.get('torch_cpu_capability')}, {machine.get('torch_threads')} thread(s)"
+                     + (f"; {pins}" if pins else "; no kernel pins") + ")")
     return lines
 
 
@@ -172,7 +178,7 @@ def info_cmd(source: str, profile: str | None, env_id: str | None, seed: int, bu
             "recipe", "recipe_version", "profile", "seed", "env_steps", "threshold", "threshold_score",
             "threshold_return", "threshold_reached", "threshold_step", "stopped_by", "medium_threshold_score",
             "behaviour_eval_return", "behaviour_eval_std", "behaviour_eval_episodes", "behaviour_eval_score",
-            "data_score", "resumed_from", "wall_time_s")}
+            "data_score", "resumed_from", "wall_time_s", "machine")}
         if "data_score" in recipe and recipe["data_score"] is None:
             score = None  # e.g. maze2d: segments of one run, not evaluation episodes
             info["normalized_score"] = None

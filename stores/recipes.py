@@ -351,10 +351,40 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# The variables that pin which CPU kernels MKL, ATen and oneDNN choose; the float arithmetic of a torch
+# recipe (and so its data) follows those kernels (docs/datasets.md, "Guarantees").
+KERNEL_VARIABLES: tuple[str, ...] = (
+    "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else ``platform.processor()``; None if unknown."""
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def machine_record() -> dict[str, Any]:
+    """What decides a build's float arithmetic on this machine: the CPU model, the kernel family torch
+    dispatches to (``torch.backends.cpu.get_cpu_capability()``), torch's thread count and the kernel
+    variables as set (None when unset). A build is reproducible only where these match (or where the
+    variables pin them); kept in the metadata so two builds that differ can be told apart."""
+    import torch
+
+    return {"cpu": _cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(),
+            "variables": {name: os.environ.get(name) for name in KERNEL_VARIABLES}}
+
+
 def _metadata(parsed: DatasetName, kind: str, profile: str, seed: int, **extra: Any) -> dict[str, Any]:
     md: dict[str, Any] = {
         "recipe_version": RECIPE_VERSION, "name": f"{parsed.family}-{kind}", "family": parsed.family,
         "kind": kind, "env_id": parsed.env_id, "profile": profile, "seed": seed, "versions": _versions(),
+        "machine": machine_record(),
     }
     md.update(extra)
     return md

@@ -84,6 +84,28 @@ def test_smoke_medium_replay_is_cached_with_metadata() -> None:
     acts = ds.transitions.actions
     assert acts.min() >= -1.0 and acts.max() <= 1.0
     assert not any(p.name.startswith(".build-") for p in minari_root().iterdir())
+    # Where it was built: the kernels torch dispatched to and the kernel variables, for telling two
+    # builds of one recipe apart across machines.
+    import torch
+
+    machine = recipe["machine"]
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(machine["variables"]) == set(recipes.KERNEL_VARIABLES)
+
+
+def test_machine_record_names_the_kernel_pins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stores.dataset_commands import recipe_lines
+
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    record = recipes.machine_record()
+    assert record["variables"]["MKL_CBWR"] == "AVX2" and record["variables"]["ATEN_CPU_CAPABILITY"] is None
+    line = [x for x in recipe_lines({"recipe_version": 1, "machine": record}) if "built on" in x]
+    assert len(line) == 1 and "MKL_CBWR=AVX2" in line[0] and "ATEN_CPU_CAPABILITY" not in line[0]
+    for name in recipes.KERNEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    unpinned = recipe_lines({"recipe_version": 1, "machine": recipes.machine_record()})
+    assert any("built on" in x and "no kernel pins" in x for x in unpinned)
 
 
 def test_other_seed_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
