@@ -22,7 +22,7 @@ from baselines.compare import Arm, RunRequest, register_arm, train_request
 from baselines.runs import read_json
 from baselines.sweep import run_sweep, sweep_status
 from baselines.sweep_engines import RAY_MISSING, import_ray
-from baselines.sweep_grid import build, expand, read_sweep_file, warmup_plan
+from baselines.sweep_grid import SweepSpec, build, expand, read_sweep_file, warmup_plan
 from baselines.sweep_state import cell_status, held_lock, lock_path, manifest_cells, read_manifest, read_state
 from stores.errors import UserInputError
 from stores.sources import write_npz
@@ -305,10 +305,16 @@ def test_acceptance_sweep_root_holds_only_matching_runs(monkeypatch: pytest.Monk
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)
     spec, _ = build(read_sweep_file(repo / "examples" / "sweep_cpu_acceptance.yaml"))
-    assert spec.root == repo / "benchmarks" / "sweeps" / "cpu-acceptance-v1" and spec.profile == "cpu"
+    assert spec.root == repo / "benchmarks" / "sweeps" / "cpu-acceptance-v2" and spec.profile == "cpu"
     assert spec.arms[0] == "base" and len(spec.seeds) >= 5 and len(spec.datasets) >= 2
+    # v1, the same grid on another hopper build, is kept as it fell and held to the same rules
+    for root in (spec.root, spec.root.with_name("cpu-acceptance-v1")):
+        _check_acceptance_root(root, spec)
+
+
+def _check_acceptance_root(root: Path, spec: SweepSpec) -> None:
     hashes: dict[str, set[str]] = {}
-    for results in sorted(spec.root.glob("*/*/runs/*/seed_*/results.json")):
+    for results in sorted(root.glob("*/*/runs/*/seed_*/results.json")):
         run = results.parent
         res, cfg = read_json(results), read_json(run / "config.json")
         dataset, learner = run.parents[3].name, run.parents[2].name  # ROOT/<dataset>/<learner>/runs/<arm>/
