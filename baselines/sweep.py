@@ -5,7 +5,9 @@ resumable, with one set of tables at the end.
 
 1. validates the grid and resolves every arm (any registered arm: base, synthetic:STORE, dydiff,
    generators, planners) and loads every dataset once here, building a missing recipe before any run
-   starts - all before ``ROOT`` or ``ROOT/sweep.lock`` is created, so bad input leaves nothing behind;
+   starts, and refuses a dataset whose content hash differs from the one the root's finished runs of
+   that task used - all before ``ROOT`` or ``ROOT/sweep.lock`` is created, so bad input leaves nothing
+   behind;
 2. skips finished cells (results.json), resumes interrupted ones from their checkpoints (the arms' runners
    continue a partial run directory), and leaves cells that failed in an earlier invocation alone unless
    ``retry_failed``;
@@ -41,6 +43,7 @@ from baselines.sweep_grid import (
     RunResources,
     SweepSpec,
     build,
+    dataset_label,
     expand,
     warmup_key,
     warmup_plan,
@@ -51,6 +54,7 @@ from baselines.sweep_state import (
     SweepStatus,
     cell_status,
     check_budget,
+    check_dataset_hashes,
     driver_lock,
     lock_is_held,
     manifest_cells,
@@ -102,14 +106,15 @@ def _arm_names(spec: SweepSpec) -> dict[str, str]:
     return {a: resolve_arm(a).name for a in spec.arms}
 
 
-def _prepare(spec: SweepSpec, progress: bool) -> dict[str, str]:
-    """Resolve every arm (arm spec -> name) and load every dataset once (building missing recipes)."""
+def _prepare(spec: SweepSpec, progress: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Resolve every arm and load every dataset once (building missing recipes); returns (arm spec ->
+    name, dataset folder label -> content hash)."""
     from stores.datasets import load_dataset
 
     names = _arm_names(spec)
-    for dataset in spec.datasets:
-        load_dataset(dataset, profile=spec.profile, progress=progress)
-    return names
+    hashes = {dataset_label(d): load_dataset(d, profile=spec.profile, progress=progress).content_hash
+              for d in spec.datasets}
+    return names, hashes
 
 
 def _invocation_id() -> str:
@@ -151,7 +156,8 @@ def run_sweep(spec: SweepSpec, engine: EngineOptions | None = None, *, retry_fai
         raise UserInputError(f"another `augment sweep` is running on {root}; wait for it to end "
                              f"(`augment sweep status {root}`) or use another root")
     check_budget(root, spec)
-    names = _prepare(spec, progress)
+    names, hashes = _prepare(spec, progress)
+    check_dataset_hashes(root, hashes)
     root.mkdir(parents=True, exist_ok=True)
     if log is None:
         log = (lambda text: tqdm.write(text, file=sys.stderr)) if progress else (lambda text: None)

@@ -136,6 +136,35 @@ def check_budget(root: Path, spec: SweepSpec) -> None:
                 "Runs in one root share one budget: use another root, or the same profile and overrides")
 
 
+def recorded_dataset_hashes(root: Path, label: str) -> Counter[str]:
+    """Content hash -> number of finished runs (a results.json beside the config.json) of task folder
+    ``label`` in ``root`` trained on the dataset with that hash."""
+    counts: Counter[str] = Counter()
+    for config in sorted((Path(root) / label).glob("*/runs/*/seed_*/config.json")):
+        if (config.parent / "results.json").exists():
+            digest = read_json(config).get("dataset", {}).get("content_hash")
+            if digest:
+                counts[str(digest)] += 1
+    return counts
+
+
+def check_dataset_hashes(root: Path, loaded: dict[str, str]) -> None:
+    """UserInputError when a task's finished runs in ``root`` used another dataset than the one loaded now.
+
+    loaded: task folder label -> content hash of the dataset this sweep would train on. A task's runs in
+    one root must share one dataset, or its table would average runs of different data (a recipe rebuilt
+    on another machine type can differ: docs/datasets.md, "Guarantees")."""
+    for label, digest in loaded.items():
+        found = recorded_dataset_hashes(root, label)
+        other = {h: n for h, n in found.items() if h != digest}
+        if other:
+            was = ", ".join(f"{h} ({n} run{'s' if n != 1 else ''})" for h, n in sorted(other.items()))
+            raise UserInputError(
+                f"{root} holds finished {label} runs trained on dataset {was}, but {label} here has content "
+                f"hash {digest}; one task's runs in a root share one dataset. Load that dataset (carry it, "
+                f"or rebuild it as its provenance says), or sweep into another root (docs/sweeps.md)")
+
+
 def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation: str,
                    engine: str) -> list[Cell]:
     """Add this invocation's ``cells`` to the root's grid and record the invocation; returns the grid.

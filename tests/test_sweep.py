@@ -370,3 +370,26 @@ def test_add_only_puts_cells_in_the_grid_and_runs_none(tmp_path: Path, data_path
         with pytest.raises(UserInputError, match="another `augment sweep` is running"):
             add_to_grid(build({**options, "arms": ["base"], "seeds": [2]})[0])
     assert len(manifest_cells(read_manifest(root))) == 4
+
+
+def test_a_root_refuses_another_dataset_under_a_task_it_has_runs_of(tmp_path: Path) -> None:
+    """A task's runs in one root share one dataset: the same path with other content (a recipe rebuilt
+    elsewhere, an edited file) is refused before anything runs, naming both hashes; the old data passes."""
+    from stores.datasets import load_dataset
+
+    path = write_npz(hopper_random_dataset(episodes=8, seed=4), tmp_path / "hop.npz")
+    first = load_dataset(str(path)).content_hash
+    options = {"root": str(tmp_path / "root"), "datasets": [str(path)], "profile": "smoke", "overrides": TINY}
+    spec, engine = build({**options, "arms": ["base"], "seeds": [0]})
+    assert run_sweep(spec, engine, progress=False).status.counts["done"] == 1
+    manifest = (tmp_path / "root" / "sweep.json").read_text()
+    write_npz(hopper_random_dataset(episodes=8, seed=5), path)  # same name, other transitions
+    second = load_dataset(str(path)).content_hash
+    assert second != first
+    spec, engine = build({**options, "arms": ["base"], "seeds": [0, 1]})
+    with pytest.raises(UserInputError, match=f"dataset {first} \\(1 run\\).*content hash {second}"):
+        run_sweep(spec, engine, progress=False)
+    assert not (tmp_path / "root" / "hop" / "td3bc" / "runs" / "base" / "seed_1").exists()
+    assert (tmp_path / "root" / "sweep.json").read_text() == manifest  # nothing written
+    write_npz(hopper_random_dataset(episodes=8, seed=4), path)  # the data the root's runs used
+    assert run_sweep(spec, engine, progress=False).status.counts["done"] == 2
