@@ -1,6 +1,6 @@
 """A sweep's state on disk: the manifest, one state file and one lock per cell, and ``sweep status``.
 
-* ``ROOT/sweep.json`` (the manifest): the latest spec, the grid (every cell any invocation named: a
+* ``ROOT/sweep.json`` (the manifest): the grid's spec, the grid (every cell any invocation named: a
   narrower sweep on the root adds to it and never drops cells) and one line per invocation. A root keeps
   one budget (profile and TrainConfig overrides): sweeping it again with another budget is refused.
 * ``ROOT/sweep.lock``: held by the driver (``augment sweep``) while it runs, so two drivers never share
@@ -171,25 +171,43 @@ def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation
 
     The grid is the union of every invocation's cells, in the order they were first named: a narrower
     sweep on a root (one dataset, one arm, a few seeds) runs only its cells but keeps the others in the
-    manifest, the status and the tables. ``spec`` is the latest invocation's; each history line holds
-    the datasets, arms, learners and seeds it asked for. Refuses a root swept before with another budget.
+    manifest, the status and the tables. ``spec`` describes the grid: its datasets, arms, learners and seeds
+    are the union of every invocation's (first named first; :func:`grid_spec`), its other fields the latest
+    invocation's, so rerunning it runs the whole grid; each history line holds the datasets, arms, learners
+    and seeds that invocation asked for. Refuses a root swept before with another budget.
     """
     check_budget(root, spec)
     path = manifest_path(root)
     history: list[dict[str, Any]] = []
     grid: list[Cell] = []
+    old_spec: dict[str, Any] | None = None
     if path.exists():
         old = read_json(path)
         history = list(old.get("invocations", []))
         grid = manifest_cells(old)
+        old_spec = old.get("spec")
     known = {c.cell_id for c in grid}
     grid += [c for c in cells if c.cell_id not in known]
     asked = {k: v for k, v in spec.to_json().items() if k in ("datasets", "arms", "learners", "seeds")}
     history.append({"invocation": invocation, "engine": engine, "host": host_name(), "pid": os.getpid(),
                     "started": time.time(), "cells": len(cells), "asked": asked})
-    write_json(path, {"spec": spec.to_json(), "budget": _jsonable_budget(spec),
+    write_json(path, {"spec": grid_spec(old_spec, spec.to_json()), "budget": _jsonable_budget(spec),
                       "cells": [c.to_json() for c in grid], "invocations": history})
     return grid
+
+
+#: the spec fields that name the grid's axes; a manifest's spec holds the union of its invocations' values
+GRID_AXES = ("datasets", "arms", "learners", "seeds")
+
+
+def grid_spec(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's spec after an invocation: ``new`` (a ``SweepSpec.to_json()``) with each of
+    :data:`GRID_AXES` the union of ``old``'s values and ``new``'s, in the order first named."""
+    merged = dict(new)
+    for axis in GRID_AXES:
+        values = list((old or {}).get(axis, []))
+        merged[axis] = values + [v for v in new[axis] if v not in values]
+    return merged
 
 
 def _jsonable_budget(spec: SweepSpec) -> dict[str, Any]:

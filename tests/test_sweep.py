@@ -275,7 +275,9 @@ def test_a_narrower_sweep_adds_its_cells_to_the_root_and_a_dry_run_writes_nothin
     manifest = read_manifest(root)
     assert [(c.arm, c.seed) for c in manifest_cells(manifest)] == [("base", 0), ("base", 1), ("broken", 0)]
     assert [h["asked"]["arms"] for h in manifest["invocations"]] == [["base"], ["broken"]]
-    assert manifest["spec"]["arms"] == ["broken"]  # the latest invocation's spec
+    # the spec names the whole grid (the union of the invocations' axes); retries is the latest one's
+    assert (manifest["spec"]["arms"], manifest["spec"]["seeds"], manifest["spec"]["retries"]) == (
+        ["base", "broken"], [0, 1], 0)
     summary = read_json(root / "summary.json")
     assert [a["arm"] for a in summary["arms"]][0] == "base"  # the first arm the root met stays the reference
     assert "| base | 2 |" in (root / "hop" / "td3bc" / "compare.md").read_text()
