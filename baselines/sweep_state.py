@@ -165,6 +165,10 @@ def check_dataset_hashes(root: Path, loaded: dict[str, str]) -> None:
                 f"or rebuild it as its provenance says), or sweep into another root (docs/sweeps.md)")
 
 
+#: the spec fields that name the grid's axes; a manifest's spec holds the union of its invocations' values
+GRID_AXES = ("datasets", "arms", "learners", "seeds")
+
+
 def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation: str,
                    engine: str) -> list[Cell]:
     """Add this invocation's ``cells`` to the root's grid and record the invocation; returns the grid.
@@ -188,16 +192,13 @@ def write_manifest(root: Path, spec: SweepSpec, cells: list[Cell], *, invocation
         old_spec = old.get("spec")
     known = {c.cell_id for c in grid}
     grid += [c for c in cells if c.cell_id not in known]
-    asked = {k: v for k, v in spec.to_json().items() if k in ("datasets", "arms", "learners", "seeds")}
+    new_spec = spec.to_json()
+    asked = {k: new_spec[k] for k in GRID_AXES}
     history.append({"invocation": invocation, "engine": engine, "host": host_name(), "pid": os.getpid(),
                     "started": time.time(), "cells": len(cells), "asked": asked})
-    write_json(path, {"spec": grid_spec(old_spec, spec.to_json()), "budget": _jsonable_budget(spec),
+    write_json(path, {"spec": grid_spec(old_spec, new_spec), "budget": _jsonable_budget(spec),
                       "cells": [c.to_json() for c in grid], "invocations": history})
     return grid
-
-
-#: the spec fields that name the grid's axes; a manifest's spec holds the union of its invocations' values
-GRID_AXES = ("datasets", "arms", "learners", "seeds")
 
 
 def grid_spec(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def run_probe(dataset: Any, *, good: int, bad: int, profile: str, episodes: int,
             if progress:
                 print(f"{label:45s} normalized {row['normalized']:6.1f}  length {row['length_mean']:6.1f}  "
                       f"({row['seconds']:.0f} s)", flush=True)
-    return {"dataset": dataset, "dataset_hash": data.content_hash, "profile": profile, "good": good,
+    return {"dataset": data.name, "dataset_hash": data.content_hash, "profile": profile, "good": good,
             "bad": bad, "episodes": episodes, "eval_seed": eval_seed, "max_steps": max_steps,
             "rows": out_rows}
 

@@ -3,25 +3,14 @@ profile with tiny real Hopper-v5 data and MuJoCo evaluation."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
-from tests.baselines_data import planner_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.baselines_data import load_benchmark, planner_dataset
 
 
 def _load() -> ModuleType:
-    path = ROOT / "benchmarks" / "probe_td_components.py"
-    spec = importlib.util.spec_from_file_location("probe_td_components", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("probe_td_components")
 
 
 def test_swap_rows_name_the_host_alone_then_each_network_of_the_donor() -> None:
